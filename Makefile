@@ -1,0 +1,39 @@
+# Jittor-OverLoCK: `make demo` runs the main job, `make test` runs every check.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+NATTEN_PY := .venv-natten/bin/python
+
+.PHONY: help setup natten-env test lint demo bench-conv clean-envs
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup:  ## main environment .venv (pinned Jittor + PyTorch) and oneDNN for Jittor's CPU convs
+	@tools/ensure_env.sh .venv requirements.txt
+	@tools/install_onednn.sh
+	@$(PY) -c "from utils.jittor_env import jt, DEVICE; print(f'jittor {jt.__version__} ready on {DEVICE}')"
+
+natten-env:  ## parity environment .venv-natten (torch 2.6.0 + NATTEN 0.17.4 built for CPU)
+	@tools/ensure_env.sh .venv-natten requirements-natten.txt
+	@tools/install_onednn.sh
+
+lint: setup  ## ruff lint and format check
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+test: setup natten-env lint  ## setup, lint, the test suite, then the NATTEN parity tests
+	$(PY) -m pytest tests
+	@if ls tests/natten/test_*.py >/dev/null 2>&1; then \
+		echo "== NATTEN parity tests in .venv-natten =="; \
+		OVERLOCK_REQUIRE_NATTEN=1 $(NATTEN_PY) -m pytest tests/natten; \
+	fi
+
+demo: setup  ## the main job on the embedded default dataset (filled in by the training issue)
+	@echo "make demo: the training scripts are not written yet (see the training issue)" >&2; exit 2
+
+bench-conv: setup  ## Jittor vs PyTorch time of one dense 3x3 conv forward at batch 64
+	$(PY) tools/bench_conv.py
+
+clean-envs:  ## remove both virtual environments
+	rm -rf .venv .venv-natten
