@@ -3,6 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 NATTEN_PY := .venv-natten/bin/python
+# Jittor orders fused-kernel inputs by Python string hashes: a fixed seed lets every process
+# reuse its compiled-kernel cache instead of recompiling ~300 kernels.
+export PYTHONHASHSEED := 0
 
 .PHONY: help setup natten-env test lint demo bench-conv clean-envs
 
@@ -27,8 +30,13 @@ test: setup natten-env lint  ## setup, lint, the test suite, then the NATTEN par
 	@echo "== NATTEN parity tests in .venv-natten =="
 	OVERLOCK_REQUIRE_NATTEN=1 $(NATTEN_PY) -m pytest tests/natten_parity
 
-demo: setup  ## the main job on the embedded default dataset (filled in by the training issue)
-	@echo "make demo: the training scripts are not written yet (see the training issue)" >&2; exit 2
+DEMO_EPOCHS ?= 5
+demo: setup  ## train XXT in PyTorch and Jittor from one init on the generated dataset, then plot
+	$(PY) train_torch.py --epochs $(DEMO_EPOCHS) --out logs/torch
+	$(PY) train.py --epochs $(DEMO_EPOCHS) --init logs/torch/init.pth --out logs/jittor
+	$(PY) plot.py
+	@echo "results: logs/torch/log.csv, logs/jittor/log.csv (per epoch), steps.csv (per step),"
+	@echo "         checkpoints in logs/*/, figure visualization/training_metrics.png"
 
 bench-conv: setup  ## Jittor vs PyTorch time of one dense 3x3 conv forward at batch 64
 	$(PY) tools/bench_conv.py

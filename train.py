@@ -1,0 +1,110 @@
+"""Train OverLoCK on TinyImageNet-N with Jittor (twin of train_torch.py: same flags and outputs).
+
+Loss = CE(main head) + aux_weight * CE(auxiliary head); AdamW; validation uses the main head.
+Batches come from the shared framework-free loader, so a PyTorch run with the same --seed and
+--init sees bit-identical batches. Each epoch appends a row to OUT/log.csv and saves
+OUT/checkpoint_latest.pkl (and checkpoint_best.pkl); OUT/init.pkl holds the starting weights.
+--init accepts a PyTorch .pth as well (e.g. logs/torch/init.pth for an aligned run).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from models.convert import canonical_state
+from utils.training import Backend, build_parser, main_guard, run_training
+
+
+class JittorBackend(Backend):
+    name = "jittor"
+    suffix = ".pkl"
+
+    def __init__(self, device: str, lr: float, weight_decay: float, aux_weight: float) -> None:
+        if device != "auto":
+            os.environ["OVERLOCK_DEVICE"] = device
+        from utils.jittor_env import DEVICE, jt  # configures Jittor before its first import
+
+        self.jt, self.device = jt, DEVICE
+        self.lr, self.weight_decay, self.aux_weight = lr, weight_decay, aux_weight
+
+    def build(self, model: str, num_classes: int, seed: int) -> None:
+        from models import overlock_jittor
+
+        jt = self.jt
+        jt.set_global_seed(seed)
+        self.model = getattr(overlock_jittor, model)(num_classes=num_classes)
+        self.params = {n: p for n, p in self.model.named_parameters() if not p.is_stop_grad()}
+        # Jittor's AdamW update equals torch's (decoupled decay p *= 1 - lr*wd, bias-corrected
+        # moments); its default weight_decay is 0, so the value is always passed explicitly.
+        self.optimizer = jt.optim.AdamW(
+            list(self.params.values()),
+            lr=self.lr,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            weight_decay=self.weight_decay,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"framework": "jittor", "version": self.jt.__version__, "device": self.device}
+
+    def model_state(self) -> dict[str, np.ndarray]:
+        return canonical_state({k: v.numpy() for k, v in self.model.state_dict().items()})
+
+    def load_model_state(self, state: Mapping[str, np.ndarray]) -> None:
+        self.model.load_state_dict({k: np.array(v) for k, v in state.items()})
+
+    def _moments(self) -> tuple[list, list]:
+        group = self.optimizer.param_groups[0]
+        return group["m"], group["values"]  # Jittor's names for exp_avg, exp_avg_sq
+
+    def optimizer_state(self) -> dict[str, Any]:
+        exp_avg, exp_avg_sq = self._moments()
+        names = list(self.params)
+        return {
+            "step": int(self.optimizer.n_step),
+            "exp_avg": {n: m.numpy() for n, m in zip(names, exp_avg, strict=True)},
+            "exp_avg_sq": {n: v.numpy() for n, v in zip(names, exp_avg_sq, strict=True)},
+        }
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        exp_avg, exp_avg_sq = self._moments()
+        for name, m, v in zip(self.params, exp_avg, exp_avg_sq, strict=True):
+            m.assign(np.array(state["exp_avg"][name]))
+            v.assign(np.array(state["exp_avg_sq"][name]))
+        self.optimizer.n_step = int(state["step"])
+
+    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+        jt = self.jt
+        self.model.train()
+        out = self.model(jt.array(images))
+        y = jt.array(labels)
+        loss_main = jt.nn.cross_entropy_loss(out["main"], y)
+        loss_aux = jt.nn.cross_entropy_loss(out["aux"], y)
+        loss = loss_main + self.aux_weight * loss_aux
+        self.optimizer.step(loss)
+        total, main, aux = (v.item() for v in jt.fetch_sync([loss, loss_main, loss_aux]))
+        return total, main, aux
+
+    def eval_logits(self, images: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        with self.jt.no_grad():
+            return self.model(self.jt.array(images)).numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser("jittor", __doc__).parse_args(argv)
+
+    def run() -> None:
+        backend = JittorBackend(args.device, args.lr, args.weight_decay, args.aux_weight)
+        run_training(args, backend)
+
+    return main_guard(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""What train.py (Jittor) and train_torch.py (PyTorch) share: the command line, argument checks,
+the per-epoch CSV log, metrics and the progress display. Framework-free by design, so the two
+scripts cannot drift apart in anything but the framework calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from utils.files import atomic_write_bytes
+
+MODELS = ("xxt", "xt", "t", "s", "b")
+LOG_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_loss_main",
+    "train_loss_aux",
+    "val_loss",
+    "acc_top1",
+    "acc_top5",
+    "epoch_time_s",
+    "train_images_per_s",
+    "lr",
+)
+STEP_COLUMNS = ("epoch", "step", "loss", "loss_main", "loss_aux")
+LATEST = "checkpoint_latest"
+BEST = "checkpoint_best"
+
+
+class UsageError(ValueError):
+    """Bad input from the user: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser(framework: str, description: str) -> argparse.ArgumentParser:
+    """The command line both training scripts share (defaults: the TinyImageNet-20 protocol)."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        type=Path,
+        help="TinyImageNet-layout folder (wnids.txt, train/, val/); default: a small generated "
+        "dataset in that layout, created on first use",
+    )
+    data.add_argument("--num-classes", type=int, default=20, help="first N wnids in sorted order")
+    data.add_argument("--img-size", type=int, default=64, help="images are resized to this")
+    data.add_argument("--train-per-class", type=int, default=500, help="cap per class")
+    data.add_argument("--val-per-class", type=int, default=50, help="cap per class")
+    data.add_argument("--workers", type=int, default=2, help="loader worker processes (0: none)")
+    data.add_argument(
+        "--strict-data", action="store_true", help="stop on a corrupt image instead of skipping it"
+    )
+    model = parser.add_argument_group("model and optimisation")
+    model.add_argument("--model", choices=MODELS, default="xxt", help="OverLoCK variant")
+    model.add_argument("--epochs", type=int, default=20)
+    model.add_argument("--batch-size", type=int, default=64)
+    model.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (constant)")
+    model.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.01,
+        help="AdamW decoupled weight decay, the same explicit value in both frameworks",
+    )
+    model.add_argument("--aux-weight", type=float, default=0.4, help="loss = CE(main) + w*CE(aux)")
+    model.add_argument("--seed", type=int, default=0, help="data order, flips and initial weights")
+    model.add_argument(
+        "--init",
+        type=Path,
+        help="start from these weights (.pth or .pkl, either framework; converted on the fly)",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--out", type=Path, default=Path("logs") / framework, help="log.csv and checkpoints"
+    )
+    run.add_argument(
+        "--resume", action="store_true", help=f"continue from OUT/{LATEST} (same batch order)"
+    )
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument(
+        "--max-batches",
+        type=int,
+        default=0,
+        help="cap train and validation batches per epoch (smoke runs); 0: no cap",
+    )
+    return parser
+
+
+def check_args(args: argparse.Namespace, min_img_size: int = 32) -> None:
+    """Reject impossible numbers with one clear line (raised as UsageError)."""
+    positive = {
+        "--num-classes": args.num_classes,
+        "--epochs": args.epochs,
+        "--batch-size": args.batch_size,
+        "--train-per-class": args.train_per_class,
+        "--val-per-class": args.val_per_class,
+    }
+    for flag, value in positive.items():
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1 (got {value})")
+    if args.img_size < min_img_size:
+        raise UsageError(
+            f"--img-size {args.img_size} is too small: OverLoCK downsamples by 32, "
+            f"use at least {min_img_size}"
+        )
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive number (got {args.lr})")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise UsageError(f"--weight-decay must be >= 0 (got {args.weight_decay})")
+    if not (math.isfinite(args.aux_weight) and args.aux_weight >= 0):
+        raise UsageError(f"--aux-weight must be >= 0 (got {args.aux_weight})")
+    if args.workers < 0 or args.max_batches < 0:
+        raise UsageError("--workers and --max-batches must be >= 0")
+    if args.init is not None and not args.init.is_file():
+        raise UsageError(f"--init {args.init}: no such file")
+    if args.init is not None and args.resume:
+        raise UsageError("--init and --resume exclude each other (a resumed run has its weights)")
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create OUT and prove it is writable before any training time is spent."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"--out {out} is not writable ({err.strerror}); choose another folder"
+        ) from err
+
+
+class CsvLog:
+    """A CSV log (OUT/log.csv: one row per epoch; OUT/steps.csv: one per step), rewritten
+    atomically after each epoch. On resume the rows after the resumed epoch are dropped, so the
+    log never holds an epoch twice.
+    """
+
+    def __init__(
+        self, path: Path, columns: Sequence[str], keep_epochs_upto: int | None = None
+    ) -> None:
+        self.path = path
+        self.columns = tuple(columns)
+        self.rows: list[dict[str, str]] = []
+        if keep_epochs_upto is not None and path.is_file():
+            with path.open(newline="") as handle:
+                self.rows = [
+                    r for r in csv.DictReader(handle) if int(r["epoch"]) <= keep_epochs_upto
+                ]
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            missing = [c for c in self.columns if c not in row]
+            if missing:
+                raise KeyError(f"log row lacks columns {missing}")
+            self.rows.append({c: _fmt(row[c]) for c in self.columns})
+        cols = self.columns
+        lines = [",".join(cols)] + [",".join(r[c] for c in cols) for r in self.rows]
+        atomic_write_bytes(self.path, ("\n".join(lines) + "\n").encode())
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.6g}"
+    return str(value)
+
+
+def write_config(out: Path, args: argparse.Namespace, extra: Mapping[str, Any]) -> None:
+    """OUT/config.json: every argument and the environment, so a run can be reproduced."""
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config.update(extra)
+    atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> list[int]:
+    """Number of samples whose label is among the k highest logits, for each k."""
+    order = np.argsort(-logits, axis=1, kind="stable")
+    hits = order == labels[:, None]
+    return [int(hits[:, : min(k, logits.shape[1])].any(axis=1).sum()) for k in ks]
+
+
+@dataclass
+class Average:
+    """Running mean of per-batch values weighted by batch size."""
+
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, value: float, n: int) -> None:
+        self.total += value * n
+        self.count += n
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(self.count, 1)
+
+
+def progress(items: Iterable, total: int, desc: str) -> Any:
+    """A tqdm bar on a terminal; on a pipe or file it redraws every 30 s (CI logs stay short)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        items,
+        total=total,
+        desc=desc,
+        dynamic_ncols=True,
+        leave=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )
+
+
+class Backend:
+    """The framework half of a training run; train.py and train_torch.py each define one.
+
+    Everything crossing this boundary is numpy (batches in, losses/logits/weights out), so the
+    loop below is shared and the two frameworks see the same batches in the same order.
+    """
+
+    name: str  # "jittor" or "torch"
+    suffix: str  # checkpoint extension: ".pkl" or ".pth"
+
+    def build(self, model: str, num_classes: int, seed: int) -> None:
+        """Create the model (weights seeded by ``seed``) and its AdamW optimiser."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Framework, version and device, for config.json and the start line."""
+        raise NotImplementedError
+
+    def model_state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def load_model_state(self, state: Mapping[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """{'step': int, 'exp_avg': {param: array}, 'exp_avg_sq': {param: array}}."""
+        raise NotImplementedError
+
+    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+        """One AdamW step on CE(main) + aux_weight * CE(aux); returns (total, main, aux) losses."""
+        raise NotImplementedError
+
+    def eval_logits(self, images: np.ndarray) -> np.ndarray:
+        """Main-head logits in evaluation mode."""
+        raise NotImplementedError
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-sample cross entropy, computed in float64 (validation loss, same for both sides)."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return log_norm - z[np.arange(len(labels)), labels]
+
+
+def _checkpoint_payload(backend: Backend, args: argparse.Namespace, epoch: int, best: float):
+    return {
+        "model": backend.model_state(),
+        "optimizer": backend.optimizer_state(),
+        "epoch": epoch,
+        "best_acc_top1": float(best),
+        "model_name": f"overlock_{args.model}",
+        "num_classes": args.num_classes,
+        "framework": backend.name,
+    }
+
+
+def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, float]:
+    """The whole run: data, model, optional init/resume, epochs, log.csv and checkpoints."""
+    from data import BatchLoader, TinyImageNet, resolve_data_dir
+    from models.convert import check_state, load_state_dict, read_checkpoint, write_checkpoint
+
+    check_args(args)
+    prepare_out_dir(args.out)
+    model_name = f"overlock_{args.model}"
+    root = resolve_data_dir(args.data)
+    train_set = TinyImageNet(root, "train", args.num_classes, args.train_per_class, args.img_size)
+    val_set = TinyImageNet(root, "val", args.num_classes, args.val_per_class, args.img_size)
+    backend.build(model_name, args.num_classes, args.seed)
+
+    start_epoch, best = 0, -1.0
+    latest = args.out / f"{LATEST}{backend.suffix}"
+    if args.resume:
+        if not latest.is_file():
+            raise UsageError(f"--resume: {latest} does not exist; start without --resume")
+        saved = read_checkpoint(latest)
+        if saved.get("model_name") != model_name or saved.get("num_classes") != args.num_classes:
+            raise UsageError(
+                f"--resume: {latest} is {saved.get('model_name')} with "
+                f"{saved.get('num_classes')} classes, not {model_name} with {args.num_classes}"
+            )
+        check_state(saved["model"], model_name, args.num_classes)
+        backend.load_model_state(saved["model"])
+        backend.load_optimizer_state(saved["optimizer"])
+        start_epoch, best = int(saved["epoch"]), float(saved["best_acc_top1"])
+    else:
+        if args.init is not None:
+            state = load_state_dict(args.init)
+            check_state(state, model_name, args.num_classes)
+            backend.load_model_state(state)
+        write_checkpoint(backend.model_state(), args.out / f"init{backend.suffix}")
+
+    info = backend.describe()
+    write_config(args.out, args, {"dataset": str(root), **info})
+    print(
+        f"{info['framework']} {info['version']} on {info['device']}: {model_name}, "
+        f"{len(train_set)} train / {len(val_set)} val images of {args.num_classes} classes "
+        f"from {root}; epochs {start_epoch + 1}..{args.epochs}; writing {args.out}",
+        flush=True,
+    )
+    log = CsvLog(args.out / "log.csv", LOG_COLUMNS, keep_epochs_upto=start_epoch)
+    step_log = CsvLog(args.out / "steps.csv", STEP_COLUMNS, keep_epochs_upto=start_epoch)
+    loader_opts = {"num_workers": args.workers, "cache": True, "strict": args.strict_data}
+    with (
+        BatchLoader(train_set, args.batch_size, seed=args.seed, train=True, **loader_opts) as train,
+        BatchLoader(val_set, args.batch_size, seed=args.seed, train=False, **loader_opts) as val,
+    ):
+        n_train = _capped(len(train), args.max_batches)
+        n_val = _capped(len(val), args.max_batches)
+        row: dict[str, Any] = {}
+        for epoch in range(start_epoch, args.epochs):
+            row, steps = _run_epoch(args, backend, train, val, epoch, n_train, n_val)
+            step_log.extend(steps)
+            log.extend([row])
+            is_best = row["acc_top1"] > best
+            best = max(best, row["acc_top1"])
+            payload = _checkpoint_payload(backend, args, epoch + 1, best)
+            write_checkpoint(payload, latest)
+            if is_best:
+                write_checkpoint(payload, args.out / f"{BEST}{backend.suffix}")
+            print(
+                f"epoch {epoch + 1}/{args.epochs}: train loss {row['train_loss']:.4f} "
+                f"(main {row['train_loss_main']:.4f}, aux {row['train_loss_aux']:.4f}), "
+                f"val loss {row['val_loss']:.4f}, top-1 {row['acc_top1']:.2f}%, "
+                f"top-5 {row['acc_top5']:.2f}%, {row['epoch_time_s']:.1f}s",
+                flush=True,
+            )
+        corrupt = sorted(set(train.corrupt_files) | set(val.corrupt_files))
+    if corrupt:
+        print(f"warning: {len(corrupt)} unreadable images were replaced: {', '.join(corrupt)}")
+    return row
+
+
+def _capped(n: int, cap: int) -> int:
+    return min(n, cap) if cap else n
+
+
+def _run_epoch(args, backend: Backend, train, val, epoch: int, n_train: int, n_val: int):
+    start = time.perf_counter()
+    total, main, aux = Average(), Average(), Average()
+    steps = []
+    images_seen, step_time = 0, 0.0
+    batches = itertools.islice(train.batches(epoch), n_train)
+    bar = progress(batches, n_train, f"{backend.name} epoch {epoch + 1}")
+    for step, (images, labels) in enumerate(bar):
+        t0 = time.perf_counter()
+        losses = backend.train_step(images, labels)
+        step_time += time.perf_counter() - t0
+        for average, value in zip((total, main, aux), losses, strict=True):
+            average.add(value, len(labels))
+        steps.append(dict(zip(STEP_COLUMNS, (epoch + 1, step + 1, *losses), strict=True)))
+        images_seen += len(labels)
+        bar.set_postfix(
+            loss=f"{total.mean:.4f}", img_s=f"{images_seen / step_time:.1f}", refresh=False
+        )
+    bar.close()
+    train_time = time.perf_counter() - start
+
+    val_loss, correct, count = Average(), np.zeros(2, dtype=np.int64), 0
+    for images, labels in itertools.islice(val.batches(epoch), n_val):
+        logits = backend.eval_logits(images)
+        val_loss.add(float(softmax_cross_entropy(logits, labels).mean()), len(labels))
+        correct += topk_correct(logits, labels)
+        count += len(labels)
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": total.mean,
+        "train_loss_main": main.mean,
+        "train_loss_aux": aux.mean,
+        "val_loss": val_loss.mean,
+        "acc_top1": 100.0 * float(correct[0]) / count,
+        "acc_top5": 100.0 * float(correct[1]) / count,
+        "epoch_time_s": time.perf_counter() - start,
+        "train_images_per_s": images_seen / train_time,
+        "lr": args.lr,
+    }
+    return row, steps
+
+
+def main_guard(run: Any) -> int:
+    """Run ``run()``; bad input becomes one line on stderr and exit status 2, not a traceback."""
+    from data import DatasetError
+    from models.convert import CheckpointError
+
+    try:
+        run()
+    except (UsageError, DatasetError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
