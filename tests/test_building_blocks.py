@@ -90,3 +90,18 @@ def test_adaptive_avg_pool(size_in: int, size_out: int) -> None:
     got = jnn.AdaptiveAvgPool2d(size_out)(jt.array(x))
     want = TF.adaptive_avg_pool2d(torch.from_numpy(x), size_out)
     _assert_close(f"adaptive avg pool {size_in}->{size_out}", got, want)
+
+
+@pytest.mark.parametrize(("size_in", "size_out"), [(9, 7), (7, 7), (9, 4), (7, 2), (9, 1), (4, 9)])
+def test_model_ops_match_torch(size_in: int, size_out: int) -> None:
+    """The Jittor model's own pooling and resize (the workarounds) equal torch's, 9->7 included."""
+    from models.overlock_jittor import adaptive_avg_pool2d, interpolate
+
+    x = _rand(2, 3, size_in, size_in + 2)
+    pooled = adaptive_avg_pool2d(jt.array(x), size_out)
+    _assert_close(
+        "model adaptive_avg_pool2d", pooled, TF.adaptive_avg_pool2d(torch.from_numpy(x), size_out)
+    )
+    out = (size_out, size_out + 1)
+    want = TF.interpolate(torch.from_numpy(x), size=out, mode="bilinear", align_corners=False)
+    _assert_close("model interpolate", interpolate(jt.array(x), out), want)
