@@ -57,3 +57,15 @@ def test_bad_device_request_is_a_clear_error() -> None:
     )
     assert proc.returncode != 0
     assert "OVERLOCK_DEVICE='tpu'" in proc.stderr
+
+
+def test_python_keeps_sigint_and_sigchld() -> None:
+    """Jittor's quick-exit handlers are replaced: Ctrl-C raises KeyboardInterrupt, and a child
+    process killed by a signal does not end this process."""
+    import signal
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child.kill()
+    assert child.wait(timeout=30) == -9  # we are still here to see it

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import signal
 
 ONEDNN_DIR = os.path.join(
     os.environ.get("JITTOR_HOME", os.path.expanduser("~")),
@@ -56,6 +57,13 @@ if DEVICE == "cpu":
 
 import jittor as jt  # noqa: E402  (must follow the environment set-up above)
 from jittor import compile_extern  # noqa: E402
+
+# Jittor's C++ log module installs handlers that end the process at once ("quick exit") on
+# SIGINT and whenever any child process dies from a signal. That skips Python's
+# KeyboardInterrupt (no clean shutdown, no saved state) and kills a run when an unrelated
+# subprocess is interrupted. Give both back to Python, as in a PyTorch process.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 if DEVICE == "cuda":
     if not jt.has_cuda:
