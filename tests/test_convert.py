@@ -129,3 +129,14 @@ def test_save_and_read_nested_checkpoint(tmp_path: Path) -> None:
         assert back["model"]["w"].dtype == np.float32
         assert back["model"]["w"].tolist() == list(range(6))
         assert load_state_dict(tmp_path / name)["w"].tolist() == list(range(6))
+
+
+def test_written_files_have_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        write_checkpoint({"w": np.zeros(2, np.float32)}, tmp_path / "c.pkl")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "c.pkl").stat().st_mode & 0o777 == 0o644

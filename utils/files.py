@@ -13,6 +13,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then rename it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions of a new file
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
