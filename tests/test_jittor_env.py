@@ -69,3 +69,21 @@ def test_python_keeps_sigint_and_sigchld() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     child.kill()
     assert child.wait(timeout=30) == -9  # we are still here to see it
+
+
+def test_a_crash_is_reported_by_python_not_hidden_by_jittor() -> None:
+    """Jittor's handler would print to (possibly captured) stderr and exit with status 1, which
+    is how a crash looks like a silent failure under pytest; Python's faulthandler must keep it.
+    """
+    crash = (
+        "import ctypes, faulthandler\n"
+        "faulthandler.enable()\n"
+        "from utils.jittor_env import jt\n"
+        "ctypes.string_at(0)\n"  # read address 0: SIGSEGV
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", crash], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == -11, (proc.returncode, proc.stderr[-2000:])
+    assert "Fatal Python error: Segmentation fault" in proc.stderr
+    assert "Caught segfault" not in proc.stderr

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import shutil
 import signal
@@ -46,6 +47,33 @@ def _wanted_device() -> str:
     return wanted
 
 
+# Jittor's C++ log module installs handlers that end the process at once (exit status 1) on
+# SIGINT, on a crash signal, and whenever any child process dies from a signal. That skips
+# Python's KeyboardInterrupt (no clean shutdown, no saved state), kills a run when an unrelated
+# subprocess is interrupted, and hides crashes: under pytest its report goes to captured output
+# and is lost. The process keeps the handlers it had before the import, as a PyTorch one would.
+_KEPT_SIGNALS = ("SIGINT", "SIGTERM", "SIGCHLD", "SIGSEGV", "SIGFPE", "SIGBUS", "SIGILL", "SIGQUIT")
+
+
+def _saved_signal_handlers() -> dict[int, ctypes.Array]:
+    """The C-level sigaction of each kept signal, as opaque buffers (POSIX only)."""
+    if os.name != "posix":
+        return {}
+    libc = ctypes.CDLL(None)
+    saved = {}
+    for name in _KEPT_SIGNALS:
+        action = ctypes.create_string_buffer(512)  # >= sizeof(struct sigaction) everywhere
+        if libc.sigaction(int(getattr(signal, name)), None, action) == 0:
+            saved[int(getattr(signal, name))] = action
+    return saved
+
+
+def _restore_signal_handlers(saved: dict[int, ctypes.Array]) -> None:
+    libc = ctypes.CDLL(None)
+    for signum, action in saved.items():
+        libc.sigaction(signum, action, None)
+
+
 DEVICE = _wanted_device()
 if DEVICE == "cpu":
     os.environ["nvcc_path"] = ""
@@ -55,15 +83,13 @@ if DEVICE == "cpu":
             "(it installs Debian's libdnnl-dev and lays it out there)"
         )
 
+_handlers = _saved_signal_handlers()
 import jittor as jt  # noqa: E402  (must follow the environment set-up above)
 from jittor import compile_extern  # noqa: E402
 
-# Jittor's C++ log module installs handlers that end the process at once ("quick exit") on
-# SIGINT and whenever any child process dies from a signal. That skips Python's
-# KeyboardInterrupt (no clean shutdown, no saved state) and kills a run when an unrelated
-# subprocess is interrupted. Give both back to Python, as in a PyTorch process.
-signal.signal(signal.SIGINT, signal.default_int_handler)
-signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+_restore_signal_handlers(_handlers)
+if not faulthandler.is_enabled():  # a crash in a kernel still shows the Python stack
+    faulthandler.enable()
 
 if DEVICE == "cuda":
     if not jt.has_cuda:
