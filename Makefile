@@ -26,7 +26,9 @@ lint: setup  ## ruff lint and format check
 	.venv/bin/ruff format --check .
 
 test: setup natten-env lint  ## setup, lint, the test suite, then the NATTEN parity tests
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not heavy"
+	@echo "== big-variant gradient parity, in a process of its own =="
+	$(PY) -m pytest tests -m heavy
 	@echo "== NATTEN parity tests in .venv-natten =="
 	OVERLOCK_REQUIRE_NATTEN=1 $(NATTEN_PY) -m pytest tests/natten_parity
 

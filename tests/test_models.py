@@ -346,8 +346,8 @@ def test_drop_path() -> None:
 
 
 # At 64x64 the stage-3/4 maps (4x4, 2x2) are smaller than the ContMix kernels: the official
-# upsample -> na2d -> adaptive-pool path. The budget (~8 min on 2 cores, mostly Jittor kernel
-# compilation) buys full checks for xxt and xt and logit-level checks for the big variants.
+# upsample -> na2d -> adaptive-pool path. Every variant gets eval, train, gradient, BN-stat
+# and reparam checks; the big ones (marked heavy) run in a pytest process of their own.
 
 
 def test_parity_xxt() -> None:
@@ -357,8 +357,10 @@ def test_parity_xxt() -> None:
 
 
 def test_parity_xt() -> None:
-    """Eval, train, gradients, BN stats and reparam eval."""
-    _check("overlock_xt", 64, _parity("overlock_xt", 64, grads=True, reparam=True))
+    """Eval, train, gradients, BN stats; reparam: eval, then train logits and gradients."""
+    _check(
+        "overlock_xt", 64, _parity("overlock_xt", 64, grads=True, reparam=True, reparam_grads=True)
+    )
 
 
 def test_parity_xt_224() -> None:
@@ -366,15 +368,11 @@ def test_parity_xt_224() -> None:
     _check("overlock_xt", 224, _parity("overlock_xt", 224, grads=False, reparam=False, seed=1))
 
 
-def test_parity_t() -> None:
-    """Eval, train, BN stats and reparam eval."""
-    _check("overlock_t", 64, _parity("overlock_t", 64, grads=False, reparam=True))
-
-
-@pytest.mark.parametrize("variant", ["overlock_s", "overlock_b"])
+@pytest.mark.heavy
+@pytest.mark.parametrize("variant", ["overlock_t", "overlock_s", "overlock_b"])
 def test_parity_large(variant: str) -> None:
-    """Big variants: eval and train logits and BN stats (gradients and reparam: see above)."""
-    _check(variant, 64, _parity(variant, 64, grads=False, reparam=False))
+    """The same full checks as xxt for the larger variants."""
+    _check(variant, 64, _parity(variant, 64, grads=True, reparam=True, reparam_grads=True))
 
 
 # ---------------------------------------------------------------------------------------------
