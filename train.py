@@ -87,7 +87,10 @@ class JittorBackend(Backend):
         loss_aux = jt.nn.cross_entropy_loss(out["aux"], y)
         loss = loss_main + self.aux_weight * loss_aux
         self.optimizer.step(loss)
-        total, main, aux = (v.item() for v in jt.fetch_sync([loss, loss_main, loss_aux]))
+        # Run the lazy weight and moment updates now: fused into the next forward they round
+        # differently from loaded weights, and a resumed run would drift from an unbroken one.
+        jt.sync_all()
+        total, main, aux = (v.item() for v in (loss, loss_main, loss_aux))
         return total, main, aux
 
     def eval_logits(self, images: np.ndarray) -> np.ndarray:

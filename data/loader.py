@@ -104,9 +104,11 @@ _worker_strict = False
 
 def _worker_init(dataset: TinyImageNet, strict: bool) -> None:
     global _worker_dataset, _worker_strict
-    # Ctrl-C reaches the whole process group: only the main process handles it (and shuts the
-    # pool down); a worker dying of it mid-task would turn a clean stop into BrokenProcessPool.
+    # Ctrl-C (and a job scheduler's SIGTERM) reaches the whole process group: only the main
+    # process handles it (it finishes the step, saves, shuts the pool down); a worker dying of
+    # it mid-task would turn a clean stop into BrokenProcessPool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _worker_dataset, _worker_strict = dataset, strict
 
 

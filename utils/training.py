@@ -10,10 +10,11 @@ import csv
 import itertools
 import json
 import math
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,14 @@ BEST = "checkpoint_best"
 
 class UsageError(ValueError):
     """Bad input from the user: printed as one line, exit status 2, no traceback."""
+
+
+class RunStoppedError(Exception):
+    """The run ended early on purpose (a signal, a diverged loss): one line and ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def build_parser(framework: str, description: str) -> argparse.ArgumentParser:
@@ -145,21 +154,22 @@ def prepare_out_dir(out: Path) -> None:
 
 class CsvLog:
     """A CSV log (OUT/log.csv: one row per epoch; OUT/steps.csv: one per step), rewritten
-    atomically after each epoch. On resume the rows after the resumed epoch are dropped, so the
-    log never holds an epoch twice.
+    atomically after each epoch. On resume only the rows that ``keep`` accepts (those up to the
+    resumed position) are kept, so the log never holds an epoch or a step twice.
     """
 
     def __init__(
-        self, path: Path, columns: Sequence[str], keep_epochs_upto: int | None = None
+        self,
+        path: Path,
+        columns: Sequence[str],
+        keep: Callable[[Mapping[str, str]], bool] | None = None,
     ) -> None:
         self.path = path
         self.columns = tuple(columns)
         self.rows: list[dict[str, str]] = []
-        if keep_epochs_upto is not None and path.is_file():
+        if keep is not None and path.is_file():
             with path.open(newline="") as handle:
-                self.rows = [
-                    r for r in csv.DictReader(handle) if int(r["epoch"]) <= keep_epochs_upto
-                ]
+                self.rows = [r for r in csv.DictReader(handle) if keep(r)]
 
     def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
         for row in rows:
@@ -208,13 +218,14 @@ class Average:
         return self.total / max(self.count, 1)
 
 
-def progress(items: Iterable, total: int, desc: str) -> Any:
+def progress(items: Iterable, total: int, desc: str, initial: int = 0) -> Any:
     """A tqdm bar on a terminal; on a pipe or file it redraws every 30 s (CI logs stay short)."""
     from tqdm import tqdm
 
     return tqdm(
         items,
         total=total,
+        initial=initial,
         desc=desc,
         dynamic_ncols=True,
         leave=True,
@@ -270,37 +281,137 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return log_norm - z[np.arange(len(labels)), labels]
 
 
-def _checkpoint_payload(backend: Backend, args: argparse.Namespace, epoch: int, best: float):
+@dataclass
+class EpochProgress:
+    """How far the current epoch got: saved with an interrupted run so --resume continues at the
+    next batch with the same running loss sums (the resumed log.csv row equals an uninterrupted
+    one; only the timing columns differ).
+    """
+
+    batches_done: int = 0
+    loss_sums: tuple[float, float, float] = (0.0, 0.0, 0.0)  # total, main, aux; x batch size
+    images_seen: int = 0
+    step_time_s: float = 0.0  # time inside train steps (images/s)
+    elapsed_s: float = 0.0  # wall time of the epoch so far (epoch_time_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batches_done": self.batches_done,
+            "loss_sums": [float(v) for v in self.loss_sums],
+            "images_seen": self.images_seen,
+            "step_time_s": self.step_time_s,
+            "elapsed_s": self.elapsed_s,
+        }
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any] | None) -> EpochProgress:
+        if not saved:
+            return cls()
+        return cls(
+            batches_done=int(saved["batches_done"]),
+            loss_sums=tuple(float(v) for v in saved["loss_sums"]),  # type: ignore[arg-type]
+            images_seen=int(saved["images_seen"]),
+            step_time_s=float(saved["step_time_s"]),
+            elapsed_s=float(saved["elapsed_s"]),
+        )
+
+
+class StopSignals:
+    """While active, SIGINT (Ctrl-C) and SIGTERM (kill, job schedulers) ask the training loop to
+    stop after the current step, so it can save a resumable state; a second Ctrl-C aborts at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after this step to save a resumable "
+            "state (Ctrl-C again aborts without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.received or signal.SIGINT)
+
+
+def _checkpoint_payload(
+    backend: Backend,
+    args: argparse.Namespace,
+    epoch: int,
+    best: float,
+    progress_in_epoch: EpochProgress | None = None,
+) -> dict[str, Any]:
     return {
         "model": backend.model_state(),
         "optimizer": backend.optimizer_state(),
-        "epoch": epoch,
+        "epoch": epoch,  # completed epochs
         "best_acc_top1": float(best),
         "model_name": f"overlock_{args.model}",
         "num_classes": args.num_classes,
         "framework": backend.name,
+        # Set when interrupted mid-epoch: where epoch + 1 stopped. Data order and flips derive
+        # from (seed, epoch, index) and the model has no random layers, so no RNG state is needed.
+        "epoch_progress": progress_in_epoch.to_dict() if progress_in_epoch else None,
     }
 
 
-def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, float]:
-    """The whole run: data, model, optional init/resume, epochs, log.csv and checkpoints."""
+def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
+    """The whole run: data, model, optional init/resume, epochs, log.csv and checkpoints.
+    SIGINT/SIGTERM from here on end it with a saved, resumable checkpoint (RunStoppedError).
+    """
+    check_args(args)
+    prepare_out_dir(args.out)
+    with StopSignals() as stop:
+        return _train(args, backend, stop)
+
+
+def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dict[str, Any]:
     from data import BatchLoader, TinyImageNet, resolve_data_dir
     from models.convert import check_state, load_state_dict, read_checkpoint, write_checkpoint
 
-    check_args(args)
-    prepare_out_dir(args.out)
     model_name = f"overlock_{args.model}"
     root = resolve_data_dir(args.data)
     train_set = TinyImageNet(root, "train", args.num_classes, args.train_per_class, args.img_size)
     val_set = TinyImageNet(root, "val", args.num_classes, args.val_per_class, args.img_size)
+    for dataset, cap in ((train_set, args.train_per_class), (val_set, args.val_per_class)):
+        counts = np.bincount(dataset.labels, minlength=dataset.num_classes)
+        if counts.min() < cap:
+            print(
+                f"note: {dataset.split}: {int((counts < cap).sum())} of {len(counts)} classes have "
+                f"fewer than the {cap} images asked for ({counts.min()} to {counts.max()} per "
+                f"class, {len(dataset)} in all); using what was found",
+                flush=True,
+            )
     backend.build(model_name, args.num_classes, args.seed)
 
-    start_epoch, best = 0, -1.0
+    start_epoch, best, resumed = 0, -1.0, EpochProgress()
     latest = args.out / f"{LATEST}{backend.suffix}"
     if args.resume:
         if not latest.is_file():
             raise UsageError(f"--resume: {latest} does not exist; start without --resume")
         saved = read_checkpoint(latest)
+        if not isinstance(saved, dict) or "optimizer" not in saved:
+            raise UsageError(f"--resume: {latest} is not a training checkpoint of these scripts")
         if saved.get("model_name") != model_name or saved.get("num_classes") != args.num_classes:
             raise UsageError(
                 f"--resume: {latest} is {saved.get('model_name')} with "
@@ -310,6 +421,7 @@ def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, float]
         backend.load_model_state(saved["model"])
         backend.load_optimizer_state(saved["optimizer"])
         start_epoch, best = int(saved["epoch"]), float(saved["best_acc_top1"])
+        resumed = EpochProgress.from_dict(saved.get("epoch_progress"))
     else:
         if args.init is not None:
             state = load_state_dict(args.init)
@@ -319,14 +431,22 @@ def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, float]
 
     info = backend.describe()
     write_config(args.out, args, {"dataset": str(root), **info})
+    where = f"epoch {start_epoch + 1}" + (
+        f" from batch {resumed.batches_done + 1}" if resumed.batches_done else ""
+    )
     print(
         f"{info['framework']} {info['version']} on {info['device']}: {model_name}, "
         f"{len(train_set)} train / {len(val_set)} val images of {args.num_classes} classes "
-        f"from {root}; epochs {start_epoch + 1}..{args.epochs}; writing {args.out}",
+        f"from {root}; {where} to epoch {args.epochs}; writing {args.out}",
         flush=True,
     )
-    log = CsvLog(args.out / "log.csv", LOG_COLUMNS, keep_epochs_upto=start_epoch)
-    step_log = CsvLog(args.out / "steps.csv", STEP_COLUMNS, keep_epochs_upto=start_epoch)
+    log = CsvLog(args.out / "log.csv", LOG_COLUMNS, keep=lambda r: int(r["epoch"]) <= start_epoch)
+    step_log = CsvLog(
+        args.out / "steps.csv",
+        STEP_COLUMNS,
+        keep=lambda r: int(r["epoch"]) <= start_epoch
+        or (int(r["epoch"]) == start_epoch + 1 and int(r["step"]) <= resumed.batches_done),
+    )
     loader_opts = {"num_workers": args.workers, "cache": True, "strict": args.strict_data}
     with (
         BatchLoader(train_set, args.batch_size, seed=args.seed, train=True, **loader_opts) as train,
@@ -336,8 +456,33 @@ def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, float]
         n_val = _capped(len(val), args.max_batches)
         row: dict[str, Any] = {}
         for epoch in range(start_epoch, args.epochs):
-            row, steps = _run_epoch(args, backend, train, val, epoch, n_train, n_val)
+            epoch_state = resumed if epoch == start_epoch else EpochProgress()
+            if stop.received is not None:  # arrived while loading, validating or saving
+                at = f"before epoch {epoch + 1}" + (
+                    f" batch {epoch_state.batches_done + 1}" if epoch_state.batches_done else ""
+                )
+                _save_and_stop(backend, args, stop, latest, epoch, best, epoch_state, at)
+            try:
+                row, steps = _run_epoch(
+                    args, backend, train, val, epoch, n_train, n_val, epoch_state, stop
+                )
+            except _DivergedError as err:
+                step_log.extend(err.steps)
+                good = (
+                    f"{latest} (epoch {epoch})"
+                    if latest.is_file()
+                    else (f"{args.out / f'init{backend.suffix}'} (the initial weights)")
+                )
+                raise RunStoppedError(
+                    f"loss became {err.loss} at epoch {epoch + 1}, step {err.step}: stopped "
+                    f"instead of training on garbage; last good checkpoint: {good}. "
+                    "Lower --lr or check the data",
+                    3,
+                ) from None
             step_log.extend(steps)
+            if row is None:  # interrupted inside the epoch: save where it stopped
+                at = f"in epoch {epoch + 1} after batch {epoch_state.batches_done}/{n_train}"
+                _save_and_stop(backend, args, stop, latest, epoch, best, epoch_state, at)
             log.extend([row])
             is_best = row["acc_top1"] > best
             best = max(best, row["acc_top1"])
@@ -358,28 +503,82 @@ def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, float]
     return row
 
 
+def _save_and_stop(
+    backend: Backend,
+    args: argparse.Namespace,
+    stop: StopSignals,
+    latest: Path,
+    epoch: int,
+    best: float,
+    state: EpochProgress,
+    at: str,
+) -> None:
+    from models.convert import write_checkpoint
+
+    write_checkpoint(_checkpoint_payload(backend, args, epoch, best, state), latest)
+    raise RunStoppedError(
+        f"stopped by {signal.Signals(stop.received or signal.SIGINT).name} {at}: "
+        f"saved {latest}; continue with --resume",
+        stop.exit_code,
+    )
+
+
 def _capped(n: int, cap: int) -> int:
     return min(n, cap) if cap else n
 
 
-def _run_epoch(args, backend: Backend, train, val, epoch: int, n_train: int, n_val: int):
-    start = time.perf_counter()
-    total, main, aux = Average(), Average(), Average()
-    steps = []
-    images_seen, step_time = 0, 0.0
-    batches = itertools.islice(train.batches(epoch), n_train)
-    bar = progress(batches, n_train, f"{backend.name} epoch {epoch + 1}")
-    for step, (images, labels) in enumerate(bar):
+class _DivergedError(Exception):
+    def __init__(self, loss: float, step: int, steps: list[dict[str, Any]]) -> None:
+        super().__init__(f"loss {loss} at step {step}")
+        self.loss, self.step, self.steps = loss, step, steps
+
+
+def _run_epoch(
+    args: argparse.Namespace,
+    backend: Backend,
+    train: Any,
+    val: Any,
+    epoch: int,
+    n_train: int,
+    n_val: int,
+    state: EpochProgress,
+    stop: StopSignals,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Train the rest of ``epoch`` from ``state`` (updated in place) and validate. Returns
+    (log row, step rows); the row is None when a stop signal ended the epoch early.
+    """
+    start = time.perf_counter() - state.elapsed_s
+    sums = list(state.loss_sums)
+    steps: list[dict[str, Any]] = []
+    batches = itertools.islice(
+        train.batches(epoch, state.batches_done), n_train - state.batches_done
+    )
+    bar = progress(
+        batches, n_train, f"{backend.name} epoch {epoch + 1}", initial=state.batches_done
+    )
+    for images, labels in bar:
         t0 = time.perf_counter()
         losses = backend.train_step(images, labels)
-        step_time += time.perf_counter() - t0
-        for average, value in zip((total, main, aux), losses, strict=True):
-            average.add(value, len(labels))
-        steps.append(dict(zip(STEP_COLUMNS, (epoch + 1, step + 1, *losses), strict=True)))
-        images_seen += len(labels)
+        state.step_time_s += time.perf_counter() - t0
+        step = state.batches_done + 1
+        steps.append(dict(zip(STEP_COLUMNS, (epoch + 1, step, *losses), strict=True)))
+        if not all(math.isfinite(v) for v in losses):
+            bar.close()
+            raise _DivergedError(losses[0], step, steps)
+        for i, value in enumerate(losses):
+            sums[i] += value * len(labels)
+        state.batches_done, state.images_seen = step, state.images_seen + len(labels)
+        state.loss_sums = (sums[0], sums[1], sums[2])
+        state.elapsed_s = time.perf_counter() - start
+        mean_loss = sums[0] / state.images_seen
         bar.set_postfix(
-            loss=f"{total.mean:.4f}", img_s=f"{images_seen / step_time:.1f}", refresh=False
+            loss=f"{mean_loss:.4f}",
+            img_s=f"{state.images_seen / max(state.step_time_s, 1e-9):.1f}",
+            refresh=False,
         )
+        if stop.received is not None and state.batches_done < n_train:
+            bar.close()
+            return None, steps
     bar.close()
     train_time = time.perf_counter() - start
 
@@ -389,23 +588,26 @@ def _run_epoch(args, backend: Backend, train, val, epoch: int, n_train: int, n_v
         val_loss.add(float(softmax_cross_entropy(logits, labels).mean()), len(labels))
         correct += topk_correct(logits, labels)
         count += len(labels)
+    seen = max(state.images_seen, 1)
     row = {
         "epoch": epoch + 1,
-        "train_loss": total.mean,
-        "train_loss_main": main.mean,
-        "train_loss_aux": aux.mean,
+        "train_loss": sums[0] / seen,
+        "train_loss_main": sums[1] / seen,
+        "train_loss_aux": sums[2] / seen,
         "val_loss": val_loss.mean,
         "acc_top1": 100.0 * float(correct[0]) / count,
         "acc_top5": 100.0 * float(correct[1]) / count,
         "epoch_time_s": time.perf_counter() - start,
-        "train_images_per_s": images_seen / train_time,
+        "train_images_per_s": state.images_seen / max(train_time, 1e-9),
         "lr": args.lr,
     }
     return row, steps
 
 
 def main_guard(run: Any) -> int:
-    """Run ``run()``; bad input becomes one line on stderr and exit status 2, not a traceback."""
+    """Run ``run()``; bad input becomes one line on stderr and exit status 2, not a traceback;
+    a deliberate stop (signal, diverged loss) one line and its own status.
+    """
     from data import DatasetError
     from models.convert import CheckpointError
 
@@ -414,6 +616,9 @@ def main_guard(run: Any) -> int:
     except (UsageError, DatasetError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunStoppedError as err:
+        print(str(err), file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

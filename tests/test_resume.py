@@ -1,0 +1,296 @@
+"""Reliability of the training scripts: interruption and resume, diverged losses, determinism,
+and bad input. The loop is shared (utils/training.py), so most checks run in-process on both
+backends; the real-signal checks run the scripts as a terminal or a job scheduler would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import train
+import train_torch
+from data.synthetic import generate
+from models.convert import read_checkpoint, save_state_dict
+from utils.training import (
+    LATEST,
+    Backend,
+    RunStoppedError,
+    StopSignals,
+    build_parser,
+    run_training,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 2
+TIMING = ("epoch_time_s", "train_images_per_s")  # the only columns allowed to differ
+BACKENDS = {"torch": train_torch.TorchBackend, "jittor": train.JittorBackend}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    # 4 classes x 6 images, batch 8: 3 train batches per epoch, the last one full.
+    generate(root, classes=4, train_per_class=6, val_per_class=2, size=32, seed=5)
+    return root
+
+
+def _argv(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data", str(data), "--num-classes", "4", "--img-size", "32", "--batch-size", "8",
+        "--workers", "0", "--epochs", str(EPOCHS), "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def _args(framework: str, data: Path, out: Path, *extra: str) -> argparse.Namespace:
+    return build_parser(framework, "").parse_args(_argv(data, out, *extra))
+
+
+def _backend(framework: str, cls: type[Backend] | None = None) -> Backend:
+    return (cls or BACKENDS[framework])("cpu", 1e-3, 0.01, 0.4)
+
+
+def _rows(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(handle)]
+
+
+def _signal_at(framework: str, at_step: int, signum: int) -> type[Backend]:
+    """The backend, sending itself ``signum`` right after its ``at_step``-th train step."""
+
+    class Interrupted(BACKENDS[framework]):
+        calls = 0
+
+        def train_step(self, images: np.ndarray, labels: np.ndarray):
+            losses = super().train_step(images, labels)
+            type(self).calls += 1
+            if type(self).calls == at_step:
+                os.kill(os.getpid(), signum)
+            return losses
+
+    return Interrupted
+
+
+@pytest.fixture(scope="module", params=sorted(BACKENDS))
+def baseline(request, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """An uninterrupted run per framework: what every interrupted run must reproduce."""
+    out = tmp_path_factory.mktemp(f"baseline_{request.param}")
+    run_training(_args(request.param, tiny_data, out), _backend(request.param))
+    return request.param, out
+
+
+def _assert_same_run(out: Path, reference: Path, suffix: str) -> None:
+    assert _rows(out / "log.csv", TIMING) == _rows(reference / "log.csv", TIMING)
+    assert _rows(out / "steps.csv") == _rows(reference / "steps.csv")
+    got = read_checkpoint(out / f"{LATEST}{suffix}")
+    want = read_checkpoint(reference / f"{LATEST}{suffix}")
+    assert got["epoch"] == want["epoch"] == EPOCHS and got["epoch_progress"] is None
+    assert got["optimizer"]["step"] == want["optimizer"]["step"]
+    for name, value in want["model"].items():
+        np.testing.assert_array_equal(got["model"][name], value, err_msg=name)
+    for moment in ("exp_avg", "exp_avg_sq"):
+        for name, value in want["optimizer"][moment].items():
+            np.testing.assert_array_equal(got["optimizer"][moment][name], value, err_msg=name)
+
+
+def test_same_seed_gives_an_identical_run(baseline, tiny_data: Path, tmp_path: Path) -> None:
+    """Determinism on CPU: every logged number, the weights and the optimiser state repeat."""
+    framework, reference = baseline
+    run_training(_args(framework, tiny_data, tmp_path), _backend(framework))
+    _assert_same_run(tmp_path, reference, _backend(framework).suffix)
+
+
+@pytest.mark.parametrize(
+    ("at_step", "signum", "saved_epoch", "saved_batches"),
+    [
+        (2, signal.SIGTERM, 0, 2),  # mid epoch 1: nothing completed yet
+        (3, signal.SIGINT, 1, 0),  # after the last batch of epoch 1: it is validated first
+        (4, signal.SIGINT, 1, 1),  # mid epoch 2
+    ],
+)
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(
+    baseline, tiny_data: Path, tmp_path: Path, at_step, signum, saved_epoch, saved_batches
+) -> None:
+    framework, reference = baseline
+    backend = _backend(framework, _signal_at(framework, at_step, signum))
+    with pytest.raises(RunStoppedError) as stopped:
+        run_training(_args(framework, tiny_data, tmp_path), backend)
+    assert stopped.value.exit_code == 128 + signum
+    message = str(stopped.value)
+    assert message.startswith(f"stopped by {signal.Signals(signum).name}") and "--resume" in message
+    assert "\n" not in message
+    saved = read_checkpoint(tmp_path / f"{LATEST}{backend.suffix}")
+    assert saved["epoch"] == saved_epoch
+    progress = saved["epoch_progress"]
+    assert (progress["batches_done"] if progress else 0) == saved_batches
+    assert saved["optimizer"]["step"] == at_step
+    log = tmp_path / "log.csv"
+    assert (len(_rows(log)) if log.exists() else 0) == saved_epoch
+
+    run_training(_args(framework, tiny_data, tmp_path, "--resume"), _backend(framework))
+    _assert_same_run(tmp_path, reference, backend.suffix)
+
+
+def test_stop_signals_second_ctrl_c_aborts() -> None:
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert stop.received == signal.SIGINT and stop.exit_code == 130
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+@pytest.mark.parametrize("framework", sorted(BACKENDS))
+def test_nan_loss_stops_and_names_the_last_good_checkpoint(
+    framework: str, tiny_data: Path, tmp_path: Path
+) -> None:
+    class Poisoned(BACKENDS[framework]):
+        calls = 0
+
+        def train_step(self, images: np.ndarray, labels: np.ndarray):
+            type(self).calls += 1
+            if type(self).calls == 5:  # epoch 2, batch 2
+                images = np.full_like(images, np.nan)
+            return super().train_step(images, labels)
+
+    backend = _backend(framework, Poisoned)
+    latest = tmp_path / f"{LATEST}{backend.suffix}"
+    with pytest.raises(RunStoppedError) as stopped:
+        run_training(_args(framework, tiny_data, tmp_path), backend)
+    assert stopped.value.exit_code == 3
+    message = str(stopped.value)
+    assert message.startswith("loss became nan at epoch 2, step 2")
+    assert f"last good checkpoint: {latest} (epoch 1)" in message
+    saved = read_checkpoint(latest)  # still the good epoch-1 state, not the poisoned one
+    assert saved["epoch"] == 1 and saved["optimizer"]["step"] == 3
+    assert all(np.isfinite(v).all() for v in saved["model"].values())
+    assert _rows(tmp_path / "steps.csv")[-1]["loss"] == "nan"  # the bad step is on record
+
+
+# --- the scripts under real signals ----------------------------------------------------------
+def _start(script: str, data: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / script), *_argv(data, out, *extra)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a terminal job
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("script", "signum", "to_group"),
+    [("train_torch.py", signal.SIGINT, True), ("train.py", signal.SIGTERM, False)],
+)
+def test_script_saves_on_a_signal_then_resumes(
+    script: str, signum: int, to_group: bool, tiny_data: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C (to the whole process group, loader workers included) or a scheduler's SIGTERM:
+    one line, exit 128+signal, a resumable checkpoint, and --resume finishes the run.
+    """
+    suffix = ".pth" if script == "train_torch.py" else ".pkl"
+    long_run = ("--epochs", "50", "--workers", "2")  # far longer than the wait below
+    proc = _start(script, tiny_data, tmp_path, *long_run)
+    try:
+        _wait_for(tmp_path / f"init{suffix}", proc)  # the handlers are installed by then
+        time.sleep(0.5)
+        (os.killpg if to_group else os.kill)(proc.pid, signum)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"stopped by {signal.Signals(signum).name}") and "--resume" in last
+    with pytest.raises(ProcessLookupError):  # no loader worker outlived the run
+        os.killpg(proc.pid, 0)
+    saved = read_checkpoint(tmp_path / f"{LATEST}{suffix}")
+    finish = str(saved["epoch"] + 1)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / script), *_argv(tiny_data, tmp_path, "--epochs", finish)]
+        + ["--resume"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(tmp_path / "log.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, int(finish) + 1))
+    steps = [(int(r["epoch"]), int(r["step"])) for r in _rows(tmp_path / "steps.csv")]
+    assert steps == [(e, s) for e in range(1, int(finish) + 1) for s in (1, 2, 3)]
+
+
+# --- bad input: one line, exit 2, nothing written -----------------------------------------------
+@pytest.fixture(scope="module")
+def other_variant(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from models import overlock_torch
+
+    path = tmp_path_factory.mktemp("ckpt") / "xt.pth"
+    model = overlock_torch.overlock_xt(num_classes=4)
+    save_state_dict({k: v.numpy() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+BAD_INPUT = [
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--lr", "-1"], "--lr must be a positive number"),
+    (["--img-size", "16"], "--img-size 16 is too small"),
+    (["--data", "{tmp}/nowhere"], "nowhere"),
+    (["--init", "{tmp}/garbage.pth"], "garbage.pth"),
+    (["--init", "{xt}"], "overlock_xxt"),
+    (["--out", "{tmp}/garbage.pth"], "is not writable"),
+    (["--resume", "--out", "{tmp}/empty"], "--resume"),
+]
+
+
+@pytest.mark.parametrize("framework", sorted(BACKENDS))
+@pytest.mark.parametrize(("extra", "expected"), BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2(
+    framework, extra, expected, tiny_data: Path, other_variant: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    extra = [e.format(tmp=tmp_path, xt=other_variant) for e in extra]
+    out = tmp_path / "out"
+    argv = _argv(tiny_data, out, *extra)
+    if "--out" in extra:  # the later --out wins
+        argv = argv[: argv.index("--out")] + argv[argv.index("--out") + 2 :]
+    script = train_torch if framework == "torch" else train
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert expected in err, err
+    assert not list(out.glob(f"{LATEST}*")), "a checkpoint was written for a failed start"
+
+
+def test_fewer_images_than_asked_are_reported(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    argv = _argv(tiny_data, tmp_path, "--epochs", "1", "--max-batches", "1")
+    argv += ["--train-per-class", "5", "--val-per-class", "50"]
+    assert train_torch.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "note: train" not in out  # 6 images per class: the cap of 5 is met
+    assert (
+        "note: val: 4 of 4 classes have fewer than the 50 images asked for (2 to 2 per class" in out
+    )
