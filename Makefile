@@ -7,7 +7,7 @@ NATTEN_PY := .venv-natten/bin/python
 # reuse its compiled-kernel cache instead of recompiling ~300 kernels.
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup natten-env test lint demo bench-conv clean-envs
+.PHONY: help setup natten-env test lint demo bench bench-conv clean-envs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ demo: setup  ## train XXT in PyTorch and Jittor from one init on the generated d
 	$(PY) plot.py
 	@echo "results: logs/torch/log.csv, logs/jittor/log.csv (per epoch), steps.csv (per step),"
 	@echo "         checkpoints in logs/*/, figure visualization/training_metrics.png"
+
+bench: setup  ## Jittor vs PyTorch: XXT training step, eval, memory, na2d_av (logs/bench/)
+	$(PY) bench.py
 
 bench-conv: setup  ## Jittor vs PyTorch time of one dense 3x3 conv forward at batch 64
 	$(PY) tools/bench_conv.py
