@@ -3,30 +3,24 @@
 Twin of ``models/na2d_torch.py`` (there is no NATTEN for Jittor, so no backend switch); the
 window rule and argument checks come from ``models/na2d_common.py``.
 
-Form: ``value.reindex`` gathers each query's neighbours through the shared index table
-(passed as a Jittor ``extras`` input, so the compiled kernels do not depend on the map size),
-then multiply by the broadcast weights and sum over the window. Jittor's fuser compiles
-reindex + multiply + sum into one loop kernel, so the (B, G, H*W, K*K, C) neighbour tensor is
-never materialised; autodiff of the same graph gives two more fused kernels (d_attn:
-reindex * broadcast, summed over C; d_value: broadcast * broadcast, scatter-added by
-``reindex_reduce``). ``jt.profile_scope`` shows exactly those 3 kernels per forward+backward.
+On the CPU: hand-written C++ kernels (``jt.code``, OpenMP; Jittor's generated CPU loops are
+single-threaded), one for the forward and one for both gradients, reading neighbours straight
+through the shared index table, so no neighbour tensor exists at all. On CUDA: the fused
+``reindex`` form (``value.reindex`` through the table, times the broadcast weights, summed over
+the window), which Jittor compiles into one kernel per direction without materialising the
+(B, G, H*W, K*K, C) neighbour tensor.
 
-Measured on this project's 2-core CPU (Jittor 1.3.11; its CPU kernels are single-threaded),
-float32, best of 15: forward / forward+backward, and the process's RSS growth over the first
-forward+backward (kernels already compiled), against the size the neighbour tensor would have.
-NATTEN 0.17.4's CPU kernel (torch 2.6) for reference.
+Measured on this project's 2-core CPU (Jittor 1.3.11, float32, median of 9, another job on the
+machine), forward / forward+backward in ms, on the shapes OverLoCK-XXT/XT use at batch 64:
 
-  attn shape (value dim C)  K   this op          RSS growth  neighbour tensor  NATTEN
-  (64,2,9,9,25)    C=24     5   3.4 / 14 ms      12 MiB      24 MiB            25 / 300 ms
-  (64,2,9,9,81)    C=24     9   11 / 44 ms       14 MiB      77 MiB            78 / 958 ms
-  (64,4,7,7,25)    C=16     5   2.9 / 11 ms      11 MiB      19 MiB            20 / 290 ms
-  (64,4,7,7,49)    C=16     7   5.7 / 22 ms      13 MiB      38 MiB            38 / 567 ms
-  (8,2,28,28,49)   C=24     7   7.9 / 32 ms      13 MiB      56 MiB
-  (8,2,56,56,49)   C=24     7   33 / 132 ms      27 MiB      225 MiB           226 / 2785 ms
+  attn shape (value dim C)  K   C++ kernels   reindex form   NATTEN 0.17.4 CPU
+  (64,2,9,9,25)    C=24     5   0.5 / 16*     3.6 / 27       25 / 300
+  (64,2,9,9,81)    C=24     9   1.6 / 4.3     11 / 44        78 / 958
+  (64,4,7,7,25)    C=16     5   0.4 / 1.0     2.8 / 11       20 / 290
+  (64,4,7,7,49)    C=16     7   0.9 / 1.9     5.4 / 22       38 / 567
 
-The first four rows are OverLoCK-XT at batch 64. For (64,2,9,9,81), ``jt.profile_scope`` over
-forward+backward lists the 3 fused kernels (forward 11 ms, d_attn 11 ms, d_value 22 ms: the
-scatter-add is the slowest) and 17 MB of memory traffic; Jittor's allocator holds 15 MB.
+(* the first timing of the run, disturbed; ``bench.py`` times the op on every shape the model
+uses.) The two forms agree to float32 rounding (6e-5 on outputs and gradients of magnitude ~100).
 """
 
 from __future__ import annotations
@@ -39,6 +33,8 @@ import numpy as np
 from utils.jittor_env import jt
 
 from .na2d_common import Pair, check_na2d_args, neighbour_table
+
+CPU_FORM = "kernel"  # "reindex": the CUDA form on the CPU too (tests and benchmarks)
 
 
 def na2d_av(
@@ -74,7 +70,10 @@ def na2d_av(
     table = jt.array(_index_table(H, W, ks, dil))
     attn = attn.reshape(B, G, H * W, ks[0] * ks[1])
     value = value.reshape(B, G, H * W, C)
-    out = _av_reindex(attn, value, table)
+    if jt.flags.use_cuda or CPU_FORM == "reindex":
+        out = _av_reindex(attn, value, table)
+    else:
+        out = _AVKernel.apply(attn, value, table)
     return out.reshape(B, G, H, W, C)
 
 
@@ -91,6 +90,79 @@ def _av_reindex(attn: jt.Var, value: jt.Var, table: jt.Var) -> jt.Var:
     # @e0(n, k) reads table[n, k]; the kernel key holds no size, so no recompile per shape.
     neighbours = value.reindex(shape, ["i0", "i1", "@e0(i2,i3)", "i4"], extras=[table])
     return (neighbours * attn.broadcast(shape, [4])).sum(3)
+
+
+# CPU kernels (C++ with OpenMP; Jittor's generated CPU loops are single-threaded). Shapes:
+# attn (BG, N, KK), value / out (BG, N, C), table (N, KK) int32. Every output element is written
+# by one thread: forward and d_attn are gathers, parallel over (bg, n); d_value is a scatter-add,
+# parallel over bg only, so no two threads add into the same row.
+_FORWARD = r"""
+    const int BG = in0_shape0 * in0_shape1, N = in0_shape2, KK = in0_shape3, C = in1_shape3;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int bg = 0; bg < BG; bg++)
+        for (int n = 0; n < N; n++) {
+            const in0_type* a = in0_p + ((size_t)bg * N + n) * KK;
+            const int* t = in2_p + (size_t)n * KK;
+            out0_type* o = out0_p + ((size_t)bg * N + n) * C;
+            for (int c = 0; c < C; c++) o[c] = 0;
+            for (int k = 0; k < KK; k++) {
+                const in1_type* v = in1_p + ((size_t)bg * N + t[k]) * C;
+                const in0_type w = a[k];
+                for (int c = 0; c < C; c++) o[c] += w * v[c];
+            }
+        }
+"""
+_BACKWARD = r"""
+    const int BG = in0_shape0 * in0_shape1, N = in0_shape2, KK = in0_shape3, C = in1_shape3;
+    // d_attn[bg, n, k] = sum_c d_out[bg, n, c] * value[bg, table[n, k], c]
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int bg = 0; bg < BG; bg++)
+        for (int n = 0; n < N; n++) {
+            const in3_type* g = in3_p + ((size_t)bg * N + n) * C;
+            const int* t = in2_p + (size_t)n * KK;
+            out0_type* da = out0_p + ((size_t)bg * N + n) * KK;
+            for (int k = 0; k < KK; k++) {
+                const in1_type* v = in1_p + ((size_t)bg * N + t[k]) * C;
+                out0_type sum = 0;
+                for (int c = 0; c < C; c++) sum += g[c] * v[c];
+                da[k] = sum;
+            }
+        }
+    // d_value[bg, table[n, k], c] += attn[bg, n, k] * d_out[bg, n, c]
+    #pragma omp parallel for schedule(static)
+    for (int bg = 0; bg < BG; bg++) {
+        out1_type* dv = out1_p + (size_t)bg * N * C;
+        for (size_t i = 0; i < (size_t)N * C; i++) dv[i] = 0;
+        for (int n = 0; n < N; n++) {
+            const in0_type* a = in0_p + ((size_t)bg * N + n) * KK;
+            const in3_type* g = in3_p + ((size_t)bg * N + n) * C;
+            const int* t = in2_p + (size_t)n * KK;
+            for (int k = 0; k < KK; k++) {
+                out1_type* row = dv + (size_t)t[k] * C;
+                const in0_type w = a[k];
+                for (int c = 0; c < C; c++) row[c] += w * g[c];
+            }
+        }
+    }
+"""
+
+
+class _AVKernel(jt.Function):
+    """attn (B, G, N, KK), value (B, G, N, C), table -> (B, G, N, C); hand-written CPU kernels."""
+
+    def execute(self, attn: jt.Var, value: jt.Var, table: jt.Var) -> jt.Var:
+        self.saved = attn, value, table
+        return jt.code(value.shape, value.dtype, [attn, value, table], cpu_src=_FORWARD)
+
+    def grad(self, grad_out: jt.Var) -> tuple[jt.Var, jt.Var, None]:
+        attn, value, table = self.saved
+        d_attn, d_value = jt.code(
+            [attn.shape, value.shape],
+            [attn.dtype, value.dtype],
+            [attn, value, table, grad_out],
+            cpu_src=_BACKWARD,
+        )
+        return d_attn, d_value, None
 
 
 __all__ = ["na2d_av"]

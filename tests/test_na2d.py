@@ -196,8 +196,10 @@ def test_torch_native_matches_oracle(case, form, native, monkeypatch):
     assert max(errors) <= 1e-10, errors
 
 
+@pytest.mark.parametrize("form", ["kernel", "reindex"])  # CPU C++ kernels; the CUDA form
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_jittor_matches_oracle(case):
+def test_jittor_matches_oracle(case, form, monkeypatch):
+    monkeypatch.setattr(na2d_jittor, "CPU_FORM", form)
     kernel_size, dilation, height, width = case
     inputs = case_inputs(*case)
     expected = case_oracle(*case)
