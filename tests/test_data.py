@@ -392,6 +392,7 @@ def test_ctrl_c_stops_the_process_and_its_workers(syn: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, like a terminal job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even if we ignore it
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
