@@ -19,6 +19,7 @@ import numpy as np
 
 from utils.jittor_env import jt  # configures Jittor before its first import
 
+from .depthwise_jittor import use_cpu_depthwise
 from .na2d_jittor import na2d_av
 
 nn = jt.nn
@@ -861,6 +862,7 @@ class OverLoCK(nn.Module):
 
         self.apply(self._init_weights)
         # No SyncBatchNorm conversion: BatchNorm2d above already all-reduces under Jittor's MPI.
+        use_cpu_depthwise(self)  # speed only: oneDNN has no fast NCHW depthwise path
 
     def _init_weights(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)):
@@ -876,6 +878,7 @@ class OverLoCK(nn.Module):
         for m in self.modules():
             if isinstance(m, DilatedReparamBlock):
                 m.merge_dilated_branches()
+        use_cpu_depthwise(self)  # the merged kernels are new convolutions
         return self
 
     def forward_pre_features(self, x: jt.Var) -> jt.Var:
