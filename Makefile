@@ -7,7 +7,7 @@ NATTEN_PY := .venv-natten/bin/python
 # reuse its compiled-kernel cache instead of recompiling ~300 kernels.
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup natten-env test lint demo bench bench-conv clean-envs
+.PHONY: help setup natten-env test lint demo reproduce bench bench-conv clean-envs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,23 @@ demo: setup  ## train XXT in PyTorch and Jittor from one init on the generated d
 	$(PY) plot.py
 	@echo "results: logs/torch/log.csv, logs/jittor/log.csv (per epoch), steps.csv (per step),"
 	@echo "         checkpoints in logs/*/, figure visualization/training_metrics.png"
+
+DATA ?=
+EPOCHS ?= 20
+RESULTS ?= logs/real
+FIGS ?= visualization/real
+reproduce: setup  ## DATA=tiny-imagenet-200: both frameworks from one init, then figures (resumes)
+	@test -n "$(DATA)" || { echo "usage: make reproduce DATA=/path/to/tiny-imagenet-200 [EPOCHS=20]" >&2; exit 2; }
+	@if [ -f $(RESULTS)/torch/checkpoint_latest.pth ]; then start=--resume; fi; \
+	  set -x; $(PY) train_torch.py --data $(DATA) --epochs $(EPOCHS) --out $(RESULTS)/torch $$start
+	@if [ -f $(RESULTS)/jittor/checkpoint_latest.pkl ]; then start=--resume; \
+	  else start="--init $(RESULTS)/torch/init.pth"; fi; \
+	  set -x; $(PY) train.py --data $(DATA) --epochs $(EPOCHS) --out $(RESULTS)/jittor $$start
+	$(PY) plot.py --logs $(RESULTS)/jittor:Jittor $(RESULTS)/torch:PyTorch --out $(FIGS)_training_metrics.png
+	$(PY) erf.py --checkpoint $(RESULTS)/jittor/checkpoint_latest.pkl --data $(DATA) --out $(FIGS)_erf_jittor.png
+	$(PY) erf_torch.py --checkpoint $(RESULTS)/torch/checkpoint_latest.pth --data $(DATA) --out $(FIGS)_erf_torch.png
+	$(PY) gradcam.py --checkpoint $(RESULTS)/jittor/checkpoint_latest.pkl --data $(DATA) --out $(FIGS)_gradcam_jittor.png
+	$(PY) gradcam_torch.py --checkpoint $(RESULTS)/torch/checkpoint_latest.pth --data $(DATA) --out $(FIGS)_gradcam_torch.png
 
 bench: setup  ## Jittor vs PyTorch: XXT training step, eval, memory, na2d_av (logs/bench/)
 	$(PY) bench.py
