@@ -295,3 +295,22 @@ def test_fewer_images_than_asked_are_reported(tiny_data: Path, tmp_path: Path, c
     assert (
         "note: val: 4 of 4 classes have fewer than the 50 images asked for (2 to 2 per class" in out
     )
+
+
+def test_a_corrupt_jpeg_is_reported_and_counted_or_stops_a_strict_run(
+    tiny_data: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    bad = sorted((data / "train").glob("*/images/*.JPEG"))[0]
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    argv = _argv(data, tmp_path / "out", "--epochs", "1")
+    with pytest.warns(RuntimeWarning, match=bad.name):
+        assert train_torch.main(argv) == 0
+    assert f"warning: 1 unreadable images were replaced: {bad}" in capsys.readouterr().out
+
+    assert train_torch.main([*argv, "--strict-data", "--out", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and bad.name in err and "\n" not in err, err
