@@ -314,3 +314,27 @@ def test_a_corrupt_jpeg_is_reported_and_counted_or_stops_a_strict_run(
     assert train_torch.main([*argv, "--strict-data", "--out", str(tmp_path / "strict")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and bad.name in err and "\n" not in err, err
+
+
+# --- nothing half-written ---------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".pth", ".pkl"])
+def test_a_run_killed_while_saving_leaves_the_previous_checkpoint(tmp_path: Path, suffix) -> None:
+    path = tmp_path / f"{LATEST}{suffix}"
+    script = (
+        "import os, signal, numpy as np\n"
+        "from models.convert import write_checkpoint\n"
+        "import utils.files as files\n"
+        f"path = {str(path)!r}\n"
+        "write_checkpoint({'epoch': 1, 'w': np.arange(4.0)}, path)\n"
+        "real = files.os.replace\n"
+        "def killed(*args):  # SIGKILL after the new file is written, before it replaces the old\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "files.os.replace = killed\n"
+        "write_checkpoint({'epoch': 2, 'w': np.zeros(10**6)}, path)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    saved = read_checkpoint(path)
+    assert saved["epoch"] == 1 and list(saved["w"]) == [0.0, 1.0, 2.0, 3.0]
