@@ -338,3 +338,12 @@ def test_a_run_killed_while_saving_leaves_the_previous_checkpoint(tmp_path: Path
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     saved = read_checkpoint(path)
     assert saved["epoch"] == 1 and list(saved["w"]) == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_a_failing_write_is_one_line(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    (out / "log.csv").mkdir(parents=True)  # log.csv cannot be replaced: it is a folder
+    assert train_torch.main(_argv(tiny_data, out, "--epochs", "1", "--max-batches", "1")) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith("error: ") and "log.csv" in last and "Traceback" not in err, err

@@ -619,6 +619,10 @@ def main_guard(run: Any) -> int:
     except RunStoppedError as err:
         print(str(err), file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # the machine, not the code: disk full, folder removed, permissions
+        where = f": {err.filename}" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
