@@ -21,22 +21,14 @@ import numpy as np
 import pandas as pd
 
 from utils.files import atomic_write_bytes
-from utils.training import UsageError
+from utils.training import LOG_COLUMNS, UsageError
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
     from matplotlib.figure import Figure
 
-# Columns every panel or table needs; train_images_per_s and lr are optional.
-REQUIRED_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_loss_main",
-    "train_loss_aux",
-    "val_loss",
-    "acc_top1",
-    "acc_top5",
-    "epoch_time_s",
-)
+# Columns every panel or table needs: those the training scripts log, less the optional two.
+OPTIONAL_COLUMNS = ("train_images_per_s", "lr")
+REQUIRED_COLUMNS = tuple(c for c in LOG_COLUMNS if c not in OPTIONAL_COLUMNS)
 DEFAULT_FIGURE = Path("visualization") / "training_metrics.png"
 FIGSIZE = (12.0, 7.0)  # inches; report size at DPI
 DPI = 150

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -289,7 +289,7 @@ class EpochProgress:
     """
 
     batches_done: int = 0
-    loss_sums: tuple[float, float, float] = (0.0, 0.0, 0.0)  # total, main, aux; x batch size
+    loss_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # total, main, aux
     images_seen: int = 0
     step_time_s: float = 0.0  # time inside train steps (images/s)
     elapsed_s: float = 0.0  # wall time of the epoch so far (epoch_time_s)
@@ -309,7 +309,7 @@ class EpochProgress:
             return cls()
         return cls(
             batches_done=int(saved["batches_done"]),
-            loss_sums=tuple(float(v) for v in saved["loss_sums"]),  # type: ignore[arg-type]
+            loss_sums=[float(v) for v in saved["loss_sums"]],
             images_seen=int(saved["images_seen"]),
             step_time_s=float(saved["step_time_s"]),
             elapsed_s=float(saved["elapsed_s"]),
@@ -548,7 +548,7 @@ def _run_epoch(
     (log row, step rows); the row is None when a stop signal ended the epoch early.
     """
     start = time.perf_counter() - state.elapsed_s
-    sums = list(state.loss_sums)
+    sums = state.loss_sums  # per-image loss x batch size, summed; kept in the resumable state
     steps: list[dict[str, Any]] = []
     batches = itertools.islice(
         train.batches(epoch, state.batches_done), n_train - state.batches_done
@@ -568,7 +568,6 @@ def _run_epoch(
         for i, value in enumerate(losses):
             sums[i] += value * len(labels)
         state.batches_done, state.images_seen = step, state.images_seen + len(labels)
-        state.loss_sums = (sums[0], sums[1], sums[2])
         state.elapsed_s = time.perf_counter() - start
         mean_loss = sums[0] / state.images_seen
         bar.set_postfix(
