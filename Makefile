@@ -12,9 +12,10 @@ export PYTHONHASHSEED := 0
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup:  ## main environment .venv (pinned Jittor + PyTorch) and oneDNN for Jittor's CPU convs
+setup:  ## .venv (pinned Jittor + PyTorch), oneDNN for Jittor's CPU convs, OpenMPI for mpirun
 	@tools/ensure_env.sh .venv requirements.txt
 	@tools/install_onednn.sh
+	@tools/install_mpi.sh
 	@$(PY) -c "from utils.jittor_env import jt, DEVICE; print(f'jittor {jt.__version__} ready on {DEVICE}')"
 
 natten-env:  ## parity environment .venv-natten (torch 2.6.0 + NATTEN 0.17.4 built for CPU)
@@ -26,7 +27,7 @@ lint: setup  ## ruff lint and format check
 	.venv/bin/ruff format --check .
 
 test: setup natten-env lint  ## setup, lint, the test suite, then the NATTEN parity tests
-	$(PY) -m pytest tests -m "not heavy"
+	OVERLOCK_REQUIRE_MPI=1 $(PY) -m pytest tests -m "not heavy"
 	@echo "== big-variant gradient parity, in a process of its own =="
 	$(PY) -m pytest tests -m heavy
 	@echo "== NATTEN parity tests in .venv-natten =="

@@ -5,13 +5,17 @@ Batches come from the shared framework-free loader, so a PyTorch run with the sa
 --init sees bit-identical batches. Each epoch appends a row to OUT/log.csv and saves
 OUT/checkpoint_latest.pkl (and checkpoint_best.pkl); OUT/init.pkl holds the starting weights.
 --init accepts a PyTorch .pth as well (e.g. logs/torch/init.pth for an aligned run).
+
+Data parallel: under mpirun (e.g. `mpirun -np 4 python train.py ...`) each process trains on its
+shard of every global batch of --batch-size images with Jittor's MPI support (gradients averaged
+by the optimizer; NCCL on GPUs); rank 0 prints and writes.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,13 +35,17 @@ class JittorBackend(Backend):
 
         self.jt, self.device = jt, DEVICE
         self.lr, self.weight_decay, self.aux_weight = lr, weight_decay, aux_weight
+        self.distributed = bool(jt.in_mpi)  # started by mpirun
+        if self.distributed:
+            self.rank, self.world_size = jt.rank, jt.world_size
 
-    def build(self, model: str, num_classes: int, seed: int) -> None:
+    def build(self, model: str, num_classes: int, seed: int, sync_bn: bool = False) -> None:
         from models import overlock_jittor
 
         jt = self.jt
-        jt.set_global_seed(seed)
-        self.model = getattr(overlock_jittor, model)(num_classes=num_classes)
+        # Jittor would add 2591 x rank to the seed; every process starts from the same weights.
+        jt.set_global_seed(seed, different_seed_for_mpi=False)
+        self.model = getattr(overlock_jittor, model)(num_classes=num_classes, sync_bn=sync_bn)
         self.params = {n: p for n, p in self.model.named_parameters() if not p.is_stop_grad()}
         # Jittor's AdamW update equals torch's (decoupled decay p *= 1 - lr*wd, bias-corrected
         # moments); its default weight_decay is 0, so the value is always passed explicitly.
@@ -78,7 +86,9 @@ class JittorBackend(Backend):
             v.assign(np.array(state["exp_avg_sq"][name]))
         self.optimizer.n_step = int(state["step"])
 
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    def train_step(
+        self, images: np.ndarray, labels: np.ndarray, loss_scale: float = 1.0
+    ) -> tuple[float, float, float]:
         jt = self.jt
         self.model.train()
         out = self.model(jt.array(images))
@@ -86,7 +96,9 @@ class JittorBackend(Backend):
         loss_main = jt.nn.cross_entropy_loss(out["main"], y)
         loss_aux = jt.nn.cross_entropy_loss(out["aux"], y)
         loss = loss_main + self.aux_weight * loss_aux
-        self.optimizer.step(loss)
+        # Under MPI the optimizer averages the gradients over processes (and broadcasts rank 0's
+        # weights at its first step), as DDP does.
+        self.optimizer.step(loss * loss_scale if loss_scale != 1.0 else loss)
         # Run the lazy weight and moment updates now: fused into the next forward they round
         # differently from loaded weights, and a resumed run would drift from an unbroken one.
         jt.sync_all()
@@ -97,6 +109,21 @@ class JittorBackend(Backend):
         self.model.eval()
         with self.jt.no_grad():
             return self.model(self.jt.array(images)).numpy()
+
+    def all_reduce_sum(self, values: Sequence[float]) -> np.ndarray:
+        if not self.distributed:
+            return super().all_reduce_sum(values)
+        return self.jt.array(np.array(values, dtype=np.float64)).mpi_all_reduce("add").numpy()
+
+    def barrier(self) -> None:
+        self.all_reduce_sum([0.0])
+
+    def broadcast_buffers(self) -> None:
+        if self.distributed:
+            for name, var in self.model.state_dict().items():
+                if name not in self.params:
+                    var.assign(var.mpi_broadcast(0))
+            self.jt.sync_all()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,17 +5,25 @@ Batches come from the shared framework-free loader, so a Jittor run with the sam
 --init sees bit-identical batches. Each epoch appends a row to OUT/log.csv and saves
 OUT/checkpoint_latest.pth (and checkpoint_best.pth); OUT/init.pth holds the starting weights,
 which train.py --init accepts to start an aligned Jittor run.
+
+Data parallel: under torchrun (e.g. `torchrun --nproc_per_node 4 train_torch.py ...`) each
+process trains on its shard of every global batch of --batch-size images with
+DistributedDataParallel (NCCL on GPUs, gloo on CPU); rank 0 prints and writes.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 from models import overlock_torch
 from utils.training import Backend, build_parser, main_guard, run_training
@@ -30,10 +38,30 @@ class TorchBackend(Backend):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.lr, self.weight_decay, self.aux_weight = lr, weight_decay, aux_weight
+        self.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ  # torchrun's
+        if self.distributed:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
-    def build(self, model: str, num_classes: int, seed: int) -> None:
+    def build(self, model: str, num_classes: int, seed: int, sync_bn: bool = False) -> None:
         torch.manual_seed(seed)
-        self.model = getattr(overlock_torch, model)(num_classes=num_classes).to(self.device)
+        network = getattr(overlock_torch, model)(num_classes=num_classes, sync_bn=sync_bn)
+        self.model = network.to(self.device)
+        self.trained = self.model  # what train_step calls: the DDP wrapper when distributed
+        if self.distributed:
+            # DDP warns that depthwise weights' gradients (C, 1, k, k) have other strides than its
+            # buckets: they differ along the size-1 axis only, the same memory layout.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
+            # Buffers are not broadcast at each forward: the loop gives every process rank 0's
+            # BatchNorm statistics before validation, as train.py does (Jittor has no such hook).
+            self.trained = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                forward_sync_buffers=False,
+            )
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(
             self.params.values(),
@@ -70,16 +98,18 @@ class TorchBackend(Backend):
                 "exp_avg_sq": torch.from_numpy(np.array(state["exp_avg_sq"][name])).to(self.device),
             }
 
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    def train_step(
+        self, images: np.ndarray, labels: np.ndarray, loss_scale: float = 1.0
+    ) -> tuple[float, float, float]:
         self.model.train()
         x = torch.from_numpy(images).to(self.device, non_blocking=True)
         y = torch.from_numpy(labels).to(self.device, non_blocking=True)
-        out = self.model(x)
+        out = self.trained(x)
         loss_main = F.cross_entropy(out["main"], y)
         loss_aux = F.cross_entropy(out["aux"], y)
         loss = loss_main + self.aux_weight * loss_aux
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * loss_scale if loss_scale != 1.0 else loss).backward()
         self.optimizer.step()
         total, main, aux = torch.stack([loss, loss_main, loss_aux]).tolist()  # one sync
         return total, main, aux
@@ -88,6 +118,26 @@ class TorchBackend(Backend):
         self.model.eval()
         with torch.inference_mode():
             return self.model(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
+
+    def all_reduce_sum(self, values: Sequence[float]) -> np.ndarray:
+        if not self.distributed:
+            return super().all_reduce_sum(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return tensor.cpu().numpy()
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def broadcast_buffers(self) -> None:
+        if self.distributed:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> int:

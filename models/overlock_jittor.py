@@ -36,10 +36,12 @@ class BatchNorm2d(nn.Module):
     """BatchNorm with ``torch.nn.BatchNorm2d``'s semantics and buffer names.
 
     Jittor's BatchNorm differs: its running_var tracks the biased batch variance (torch: unbiased),
-    it has no ``num_batches_tracked`` buffer (torch checkpoints carry one), and it computes the
-    variance as E[x^2] - E[x]^2 (cancellation; torch centres first). Under MPI the batch moments
-    are all-reduced, as Jittor's own BatchNorm does (this is Jittor's SyncBatchNorm).
+    it has no ``num_batches_tracked`` buffer (torch checkpoints carry one), it computes the
+    variance as E[x^2] - E[x]^2 (cancellation; torch centres first), and under MPI it always
+    averages the statistics over processes (torch's BatchNorm2d never does; see SyncBatchNorm).
     """
+
+    sync = False  # SyncBatchNorm: statistics over the global batch of all MPI processes
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         self.num_features = num_features
@@ -55,17 +57,23 @@ class BatchNorm2d(nn.Module):
     def execute(self, x: jt.Var) -> jt.Var:
         dims = [0, 2, 3]
         if self.is_training():
-            count = x.numel() // x.shape[1]
-            mean = x.mean(dims=dims)
-            if jt.in_mpi:
-                mean = mean.mpi_all_reduce("mean")
-                count *= jt.world_size
-            xc = x - mean.reshape(1, -1, 1, 1)
-            var = (xc * xc).mean(dims=dims)
-            if jt.in_mpi:
-                var = var.mpi_all_reduce("mean")
+            if self.sync and jt.in_mpi:
+                # Sums, not means, are all-reduced: exact for shards of any size (and the
+                # gradient of Jittor's "add" all-reduce is right; that of its "mean" is not).
+                count = jt.array([float(x.numel() // x.shape[1])])
+                total = jt.concat([x.sum(dims=dims), count]).mpi_all_reduce("add")
+                count = total[-1]
+                mean = total[:-1] / count
+                xc = x - mean.reshape(1, -1, 1, 1)
+                var = (xc * xc).sum(dims=dims).mpi_all_reduce("add") / count
+                unbiased = var.detach() * (count / (count - 1).maximum(1)).detach()
+            else:
+                count = x.numel() // x.shape[1]
+                mean = x.mean(dims=dims)
+                xc = x - mean.reshape(1, -1, 1, 1)
+                var = (xc * xc).mean(dims=dims)
+                unbiased = var.detach() * (count / max(count - 1, 1))
             m = self.momentum
-            unbiased = var.detach() * (count / max(count - 1, 1))
             self.running_mean.update((1 - m) * self.running_mean + m * mean.detach())
             self.running_var.update((1 - m) * self.running_var + m * unbiased)
             self.num_batches_tracked.update(self.num_batches_tracked + 1)
@@ -74,6 +82,24 @@ class BatchNorm2d(nn.Module):
             var = self.running_var
         scale = self.weight / jt.sqrt(var + self.eps)
         return xc * scale.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1)
+
+
+class SyncBatchNorm(BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the global batch of all MPI processes
+    (``torch.nn.SyncBatchNorm``'s role; the same module as BatchNorm2d in one process).
+    """
+
+    sync = True
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Make every BatchNorm2d below ``module`` a SyncBatchNorm, keeping its state."""
+    for child in module.modules():
+        if type(child) is BatchNorm2d:
+            # Same state, only the class attribute ``sync`` differs, so the class is swapped in
+            # place (Jittor's Sequential keeps children in a dict that setattr does not reach).
+            child.__class__ = SyncBatchNorm
+    return module
 
 
 @functools.lru_cache(maxsize=64)
@@ -190,8 +216,7 @@ def get_conv2d(
 
 
 def get_bn(dim: int, use_sync_bn: bool = False) -> nn.Module:
-    # Our BatchNorm2d already all-reduces under MPI, so sync and non-sync are the same module.
-    return BatchNorm2d(dim)
+    return SyncBatchNorm(dim) if use_sync_bn else BatchNorm2d(dim)
 
 
 def fuse_bn(conv: nn.Conv2d, bn: BatchNorm2d) -> tuple[jt.Var, jt.Var]:
@@ -751,7 +776,8 @@ class OverLoCK(nn.Module):
     Base-Net (stages 1-3) -> Overview-Net (stage 4) produces a coarse context; Focus-Net
     (sub-stages 3 and 4, DynamicConvBlocks) re-reads stage-3 features guided by that context.
     Training mode returns ``{'main': logits, 'aux': logits}`` (aux head on the Overview-Net),
-    eval mode the main logits.
+    eval mode the main logits. ``sync_bn``: BatchNorm over the global batch of all processes;
+    None (the official behaviour) turns it on when Jittor runs under MPI.
     """
 
     def __init__(
@@ -776,6 +802,7 @@ class OverLoCK(nn.Module):
         projection: int = 1024,
         num_classes: int = 1000,
         use_checkpoint: Sequence[int] = (0, 0, 0, 0),
+        sync_bn: bool | None = None,
     ):
         super().__init__()
         fusion_dim = embed_dim[-1] + embed_dim[-1] // 4
@@ -861,7 +888,8 @@ class OverLoCK(nn.Module):
         )
 
         self.apply(self._init_weights)
-        # No SyncBatchNorm conversion: BatchNorm2d above already all-reduces under Jittor's MPI.
+        if sync_bn or (sync_bn is None and jt.in_mpi):
+            convert_sync_batchnorm(self)
         use_cpu_depthwise(self)  # speed only: oneDNN has no fast NCHW depthwise path
 
     def _init_weights(self, m: nn.Module) -> None:

@@ -76,8 +76,70 @@ def get_conv2d(
     )
 
 
+class SyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d over the global batch of all processes (``nn.SyncBatchNorm``'s role).
+
+    torch's SyncBatchNorm refuses CPU tensors (and DDP refuses it on CPU modules), so this one
+    takes the global sum and centred sum of squares from two differentiable all-reduces
+    (``torch.distributed.nn``), on any device and exact for shards of any size. In eval mode or
+    in one process it is BatchNorm2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and _distributed_world_size() > 1):
+            return super().forward(x)
+        dims = (0, 2, 3)
+        local = torch.cat([x.sum(dims), x.new_tensor([x.numel() // x.shape[1]])])
+        total = _AllReduceSum.apply(local)
+        count = total[-1]
+        mean = total[:-1] / count
+        xc = x - mean[None, :, None, None]
+        var = _AllReduceSum.apply((xc * xc).sum(dims)) / count
+        with torch.no_grad():
+            unbiased = var * (count / (count - 1).clamp(min=1))
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
+            self.num_batches_tracked.add_(1)
+        scale = self.weight / torch.sqrt(var + self.eps)
+        return xc * scale[None, :, None, None] + self.bias[None, :, None, None]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of each input is the sum of the outputs' gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        torch.distributed.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+def _distributed_world_size() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d below ``module`` by a SyncBatchNorm with the same state."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            sync = SyncBatchNorm(child.num_features, child.eps, child.momentum)
+            sync.load_state_dict(child.state_dict())
+            setattr(module, name, sync.to(child.weight.device))
+        else:
+            convert_sync_batchnorm(child)
+    return module
+
+
 def get_bn(dim: int, use_sync_bn: bool = False) -> nn.Module:
-    return nn.SyncBatchNorm(dim) if use_sync_bn else nn.BatchNorm2d(dim)
+    return SyncBatchNorm(dim) if use_sync_bn else nn.BatchNorm2d(dim)
 
 
 def fuse_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -619,7 +681,8 @@ class OverLoCK(nn.Module):
     Base-Net (stages 1-3) -> Overview-Net (stage 4) produces a coarse context; Focus-Net
     (sub-stages 3 and 4, DynamicConvBlocks) re-reads stage-3 features guided by that context.
     Training mode returns ``{'main': logits, 'aux': logits}`` (aux head on the Overview-Net),
-    eval mode the main logits.
+    eval mode the main logits. ``sync_bn``: BatchNorm over the global batch of all processes;
+    None (the official behaviour) turns it on when torch.distributed is initialised.
     """
 
     def __init__(
@@ -644,6 +707,7 @@ class OverLoCK(nn.Module):
         projection: int = 1024,
         num_classes: int = 1000,
         use_checkpoint: Sequence[int] = (0, 0, 0, 0),
+        sync_bn: bool | None = None,
     ):
         super().__init__()
         fusion_dim = embed_dim[-1] + embed_dim[-1] // 4
@@ -730,9 +794,9 @@ class OverLoCK(nn.Module):
 
         self.apply(self._init_weights)
 
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Replaces every BatchNorm child in place (self itself is not a BatchNorm).
-            nn.SyncBatchNorm.convert_sync_batchnorm(self)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if sync_bn or (sync_bn is None and distributed):
+            convert_sync_batchnorm(self)
 
     def _init_weights(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)):

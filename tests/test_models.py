@@ -422,8 +422,17 @@ def test_sync_batchnorm_under_distributed(tmp_path: Path) -> None:
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         model = T.overlock_xxt(num_classes=NUM_CLASSES)
+        plain = T.overlock_xxt(num_classes=NUM_CLASSES, sync_bn=False)  # what --sync-bn leaves off
     finally:
         dist.destroy_process_group()
     bns = [m for m in model.modules() if isinstance(m, tnn.modules.batchnorm._BatchNorm)]
-    assert bns and all(isinstance(m, tnn.SyncBatchNorm) for m in bns)
+    assert bns and all(type(m) is T.SyncBatchNorm for m in bns)
+    assert not any(type(m) is T.SyncBatchNorm for m in plain.modules())
     assert _shapes(model) == _shapes(T.overlock_xxt(num_classes=NUM_CLASSES))
+    # Jittor's twin: the same classes, chosen the same way (under MPI, or when asked).
+    jmodel = J.overlock_xxt(num_classes=NUM_CLASSES, sync_bn=True)
+    jbns = [m for m in jmodel.modules() if isinstance(m, J.BatchNorm2d)]
+    assert len(jbns) == len(bns) and all(type(m) is J.SyncBatchNorm for m in jbns)
+    assert not any(
+        type(m) is J.SyncBatchNorm for m in J.overlock_xxt(num_classes=NUM_CLASSES).modules()
+    )

@@ -70,8 +70,8 @@ def _signal_at(framework: str, at_step: int, signum: int) -> type[Backend]:
     class Interrupted(BACKENDS[framework]):
         calls = 0
 
-        def train_step(self, images: np.ndarray, labels: np.ndarray):
-            losses = super().train_step(images, labels)
+        def train_step(self, images: np.ndarray, labels: np.ndarray, loss_scale: float = 1.0):
+            losses = super().train_step(images, labels, loss_scale)
             type(self).calls += 1
             if type(self).calls == at_step:
                 os.kill(os.getpid(), signum)
@@ -159,11 +159,11 @@ def test_nan_loss_stops_and_names_the_last_good_checkpoint(
     class Poisoned(BACKENDS[framework]):
         calls = 0
 
-        def train_step(self, images: np.ndarray, labels: np.ndarray):
+        def train_step(self, images: np.ndarray, labels: np.ndarray, loss_scale: float = 1.0):
             type(self).calls += 1
             if type(self).calls == 5:  # epoch 2, batch 2
                 images = np.full_like(images, np.nan)
-            return super().train_step(images, labels)
+            return super().train_step(images, labels, loss_scale)
 
     backend = _backend(framework, Poisoned)
     latest = tmp_path / f"{LATEST}{backend.suffix}"

@@ -77,7 +77,12 @@ def build_parser(framework: str, description: str) -> argparse.ArgumentParser:
     model = parser.add_argument_group("model and optimisation")
     model.add_argument("--model", choices=MODELS, default="xxt", help="OverLoCK variant")
     model.add_argument("--epochs", type=int, default=20)
-    model.add_argument("--batch-size", type=int, default=64)
+    model.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="global batch: with N processes (torchrun / mpirun) each takes its 1/N shard",
+    )
     model.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (constant)")
     model.add_argument(
         "--weight-decay",
@@ -100,6 +105,12 @@ def build_parser(framework: str, description: str) -> argparse.ArgumentParser:
         "--resume", action="store_true", help=f"continue from OUT/{LATEST} (same batch order)"
     )
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="with several processes, BatchNorm statistics over the global batch (as in one "
+        "process); default: over each process's shard, as torch DDP does",
+    )
     run.add_argument(
         "--max-batches",
         type=int,
@@ -202,23 +213,7 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1,
     return [int(hits[:, : min(k, logits.shape[1])].any(axis=1).sum()) for k in ks]
 
 
-@dataclass
-class Average:
-    """Running mean of per-batch values weighted by batch size."""
-
-    total: float = 0.0
-    count: int = 0
-
-    def add(self, value: float, n: int) -> None:
-        self.total += value * n
-        self.count += n
-
-    @property
-    def mean(self) -> float:
-        return self.total / max(self.count, 1)
-
-
-def progress(items: Iterable, total: int, desc: str, initial: int = 0) -> Any:
+def progress(items: Iterable, total: int, desc: str, initial: int = 0, show: bool = True) -> Any:
     """A tqdm bar on a terminal; on a pipe or file it redraws every 30 s (CI logs stay short)."""
     from tqdm import tqdm
 
@@ -230,6 +225,7 @@ def progress(items: Iterable, total: int, desc: str, initial: int = 0) -> Any:
         dynamic_ncols=True,
         leave=True,
         mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        disable=not show,
     )
 
 
@@ -238,13 +234,21 @@ class Backend:
 
     Everything crossing this boundary is numpy (batches in, losses/logits/weights out), so the
     loop below is shared and the two frameworks see the same batches in the same order.
+
+    Data parallelism is the framework's own engine (torch DDP under torchrun, Jittor's MPI under
+    mpirun): the backend learns ``rank`` and ``world_size`` from it at construction, averages the
+    gradients over processes in ``train_step`` and offers the few collectives the loop needs.
     """
 
     name: str  # "jittor" or "torch"
     suffix: str  # checkpoint extension: ".pkl" or ".pth"
+    rank: int = 0
+    world_size: int = 1
 
-    def build(self, model: str, num_classes: int, seed: int) -> None:
-        """Create the model (weights seeded by ``seed``) and its AdamW optimiser."""
+    def build(self, model: str, num_classes: int, seed: int, sync_bn: bool = False) -> None:
+        """Create the model (weights seeded by ``seed``, the same on every process) and its
+        AdamW optimiser; ``sync_bn``: BatchNorm statistics over the global batch.
+        """
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -264,13 +268,31 @@ class Backend:
     def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
         raise NotImplementedError
 
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
-        """One AdamW step on CE(main) + aux_weight * CE(aux); returns (total, main, aux) losses."""
+    def train_step(
+        self, images: np.ndarray, labels: np.ndarray, loss_scale: float = 1.0
+    ) -> tuple[float, float, float]:
+        """One AdamW step on CE(main) + aux_weight * CE(aux) of this process's shard; returns the
+        shard's (total, main, aux) mean losses. The gradient is that of ``loss_scale`` x the loss,
+        averaged over processes (``loss_scale`` makes uneven shards weigh by their size).
+        """
         raise NotImplementedError
 
     def eval_logits(self, images: np.ndarray) -> np.ndarray:
         """Main-head logits in evaluation mode."""
         raise NotImplementedError
+
+    def all_reduce_sum(self, values: Sequence[float]) -> np.ndarray:
+        """Element-wise sum over all processes (float64); a copy in one process."""
+        return np.array(values, dtype=np.float64)
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+
+    def broadcast_buffers(self) -> None:
+        """Give every process rank 0's BatchNorm statistics (each tracks its own shard's)."""
+
+    def close(self) -> None:
+        """Leave the process group, if any."""
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -380,9 +402,18 @@ def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
     SIGINT/SIGTERM from here on end it with a saved, resumable checkpoint (RunStoppedError).
     """
     check_args(args)
-    prepare_out_dir(args.out)
-    with StopSignals() as stop:
-        return _train(args, backend, stop)
+    if args.batch_size < backend.world_size:
+        raise UsageError(
+            f"--batch-size {args.batch_size} is the global batch and cannot be split over "
+            f"{backend.world_size} processes; use at least {backend.world_size}"
+        )
+    if backend.rank == 0:
+        prepare_out_dir(args.out)
+    try:
+        with StopSignals() as stop:
+            return _train(args, backend, stop)
+    finally:
+        backend.close()
 
 
 def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dict[str, Any]:
@@ -390,19 +421,26 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
     from models.convert import check_state, load_state_dict, read_checkpoint, write_checkpoint
 
     model_name = f"overlock_{args.model}"
+    main = backend.rank == 0  # the one process that prints and writes
     root = resolve_data_dir(args.data)
     train_set = TinyImageNet(root, "train", args.num_classes, args.train_per_class, args.img_size)
     val_set = TinyImageNet(root, "val", args.num_classes, args.val_per_class, args.img_size)
+    last_batch = len(train_set) % args.batch_size
+    if 0 < last_batch < backend.world_size:
+        raise UsageError(
+            f"the last training batch has {last_batch} images, fewer than the "
+            f"{backend.world_size} processes to share it; choose another --batch-size"
+        )
     for dataset, cap in ((train_set, args.train_per_class), (val_set, args.val_per_class)):
         counts = np.bincount(dataset.labels, minlength=dataset.num_classes)
-        if counts.min() < cap:
+        if counts.min() < cap and main:
             print(
                 f"note: {dataset.split}: {int((counts < cap).sum())} of {len(counts)} classes have "
                 f"fewer than the {cap} images asked for ({counts.min()} to {counts.max()} per "
                 f"class, {len(dataset)} in all); using what was found",
                 flush=True,
             )
-    backend.build(model_name, args.num_classes, args.seed)
+    backend.build(model_name, args.num_classes, args.seed, sync_bn=args.sync_bn)
 
     start_epoch, best, resumed = 0, -1.0, EpochProgress()
     latest = args.out / f"{LATEST}{backend.suffix}"
@@ -427,27 +465,45 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
             state = load_state_dict(args.init)
             check_state(state, model_name, args.num_classes)
             backend.load_model_state(state)
-        write_checkpoint(backend.model_state(), args.out / f"init{backend.suffix}")
+        if main:
+            write_checkpoint(backend.model_state(), args.out / f"init{backend.suffix}")
 
     info = backend.describe()
-    write_config(args.out, args, {"dataset": str(root), **info})
+    if backend.world_size > 1:
+        info["processes"] = backend.world_size
     where = f"epoch {start_epoch + 1}" + (
         f" from batch {resumed.batches_done + 1}" if resumed.batches_done else ""
     )
-    print(
-        f"{info['framework']} {info['version']} on {info['device']}: {model_name}, "
-        f"{len(train_set)} train / {len(val_set)} val images of {args.num_classes} classes "
-        f"from {root}; {where} to epoch {args.epochs}; writing {args.out}",
-        flush=True,
+    if main:
+        write_config(args.out, args, {"dataset": str(root), **info})
+        shards = (
+            f", {backend.world_size} processes sharing each batch of {args.batch_size}"
+            if backend.world_size > 1
+            else ""
+        )
+        print(
+            f"{info['framework']} {info['version']} on {info['device']}{shards}: {model_name}, "
+            f"{len(train_set)} train / {len(val_set)} val images of {args.num_classes} classes "
+            f"from {root}; {where} to epoch {args.epochs}; writing {args.out}",
+            flush=True,
+        )
+    log = _MainOnlyLog(
+        main, args.out / "log.csv", LOG_COLUMNS, keep=lambda r: int(r["epoch"]) <= start_epoch
     )
-    log = CsvLog(args.out / "log.csv", LOG_COLUMNS, keep=lambda r: int(r["epoch"]) <= start_epoch)
-    step_log = CsvLog(
+    step_log = _MainOnlyLog(
+        main,
         args.out / "steps.csv",
         STEP_COLUMNS,
         keep=lambda r: int(r["epoch"]) <= start_epoch
         or (int(r["epoch"]) == start_epoch + 1 and int(r["step"]) <= resumed.batches_done),
     )
-    loader_opts = {"num_workers": args.workers, "cache": True, "strict": args.strict_data}
+    loader_opts = {
+        "num_workers": args.workers,
+        "cache": True,
+        "strict": args.strict_data,
+        "rank": backend.rank,
+        "world_size": backend.world_size,
+    }
     with (
         BatchLoader(train_set, args.batch_size, seed=args.seed, train=True, **loader_opts) as train,
         BatchLoader(val_set, args.batch_size, seed=args.seed, train=False, **loader_opts) as val,
@@ -457,7 +513,7 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
         row: dict[str, Any] = {}
         for epoch in range(start_epoch, args.epochs):
             epoch_state = resumed if epoch == start_epoch else EpochProgress()
-            if stop.received is not None:  # arrived while loading, validating or saving
+            if _stop_agreed(backend, stop):  # arrived while loading, validating or saving
                 at = f"before epoch {epoch + 1}" + (
                     f" batch {epoch_state.batches_done + 1}" if epoch_state.batches_done else ""
                 )
@@ -486,6 +542,8 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
             log.extend([row])
             is_best = row["acc_top1"] > best
             best = max(best, row["acc_top1"])
+            if not main:
+                continue
             payload = _checkpoint_payload(backend, args, epoch + 1, best)
             write_checkpoint(payload, latest)
             if is_best:
@@ -499,8 +557,31 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
             )
         corrupt = sorted(set(train.corrupt_files) | set(val.corrupt_files))
     if corrupt:
-        print(f"warning: {len(corrupt)} unreadable images were replaced: {', '.join(corrupt)}")
+        who = f"process {backend.rank}: " if backend.world_size > 1 else ""
+        print(f"warning: {who}{len(corrupt)} unreadable images were replaced: {', '.join(corrupt)}")
     return row
+
+
+class _MainOnlyLog(CsvLog):
+    """A CsvLog that only the main process writes (the others keep nothing)."""
+
+    def __init__(self, main: bool, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.main = main
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        if self.main:
+            super().extend(rows)
+
+
+def _stop_agreed(backend: Backend, stop: StopSignals) -> bool:
+    """Whether any process was told to stop; all must stop after the same step, or the others
+    would wait forever in the next collective.
+    """
+    told = backend.all_reduce_sum([float(stop.received or 0)])[0] > 0
+    if told and stop.received is None:
+        stop.received = signal.SIGTERM  # another process got the signal
+    return told
 
 
 def _save_and_stop(
@@ -515,7 +596,9 @@ def _save_and_stop(
 ) -> None:
     from models.convert import write_checkpoint
 
-    write_checkpoint(_checkpoint_payload(backend, args, epoch, best, state), latest)
+    if backend.rank == 0:
+        write_checkpoint(_checkpoint_payload(backend, args, epoch, best, state), latest)
+    backend.barrier()  # a launcher stops every process once one exits: let the save finish
     raise RunStoppedError(
         f"stopped by {signal.Signals(stop.received or signal.SIGINT).name} {at}: "
         f"saved {latest}; continue with --resume",
@@ -554,20 +637,31 @@ def _run_epoch(
         train.batches(epoch, state.batches_done), n_train - state.batches_done
     )
     bar = progress(
-        batches, n_train, f"{backend.name} epoch {epoch + 1}", initial=state.batches_done
+        batches,
+        n_train,
+        f"{backend.name} epoch {epoch + 1}",
+        initial=state.batches_done,
+        show=backend.rank == 0,
     )
+    n_images = len(train.dataset)
     for images, labels in bar:
+        # This process holds a shard of the global batch; its loss weighs by the shard's size.
+        n_batch = min(args.batch_size, n_images - state.batches_done * args.batch_size)
         t0 = time.perf_counter()
-        losses = backend.train_step(images, labels)
+        local = backend.train_step(images, labels, backend.world_size * len(labels) / n_batch)
+        weighted = [v * len(labels) for v in local]
+        # One collective per step: the global batch's losses and whether anyone must stop.
+        *weighted, told = backend.all_reduce_sum([*weighted, float(stop.received or 0)])
         state.step_time_s += time.perf_counter() - t0
+        losses = [v / n_batch for v in weighted]
         step = state.batches_done + 1
         steps.append(dict(zip(STEP_COLUMNS, (epoch + 1, step, *losses), strict=True)))
         if not all(math.isfinite(v) for v in losses):
             bar.close()
             raise _DivergedError(losses[0], step, steps)
-        for i, value in enumerate(losses):
-            sums[i] += value * len(labels)
-        state.batches_done, state.images_seen = step, state.images_seen + len(labels)
+        for i, value in enumerate(weighted):
+            sums[i] += value
+        state.batches_done, state.images_seen = step, state.images_seen + n_batch
         state.elapsed_s = time.perf_counter() - start
         mean_loss = sums[0] / state.images_seen
         bar.set_postfix(
@@ -575,27 +669,33 @@ def _run_epoch(
             img_s=f"{state.images_seen / max(state.step_time_s, 1e-9):.1f}",
             refresh=False,
         )
-        if stop.received is not None and state.batches_done < n_train:
+        if told and state.batches_done < n_train:
+            stop.received = stop.received or signal.SIGTERM  # another process got the signal
             bar.close()
             return None, steps
     bar.close()
     train_time = time.perf_counter() - start
 
-    val_loss, correct, count = Average(), np.zeros(2, dtype=np.int64), 0
+    # Every process evaluates its shard with rank 0's BatchNorm statistics (the saved ones).
+    backend.broadcast_buffers()
+    loss_sum, correct, count = 0.0, np.zeros(2, dtype=np.int64), 0
     for images, labels in itertools.islice(val.batches(epoch), n_val):
+        if len(labels) == 0:  # this process's shard of a last batch smaller than world size
+            continue
         logits = backend.eval_logits(images)
-        val_loss.add(float(softmax_cross_entropy(logits, labels).mean()), len(labels))
+        loss_sum += float(softmax_cross_entropy(logits, labels).sum())
         correct += topk_correct(logits, labels)
         count += len(labels)
+    loss_sum, top1, top5, count = backend.all_reduce_sum([loss_sum, *correct, count])
     seen = max(state.images_seen, 1)
     row = {
         "epoch": epoch + 1,
         "train_loss": sums[0] / seen,
         "train_loss_main": sums[1] / seen,
         "train_loss_aux": sums[2] / seen,
-        "val_loss": val_loss.mean,
-        "acc_top1": 100.0 * float(correct[0]) / count,
-        "acc_top5": 100.0 * float(correct[1]) / count,
+        "val_loss": loss_sum / count,
+        "acc_top1": 100.0 * float(top1) / count,
+        "acc_top5": 100.0 * float(top5) / count,
         "epoch_time_s": time.perf_counter() - start,
         "train_images_per_s": state.images_seen / max(train_time, 1e-9),
         "lr": args.lr,
