@@ -24,6 +24,16 @@ calling process: uint8 is 4x cheaper to pass between processes) and int64 labels
 Undecodable files are replaced by a mean-colour image (normalises to ~0), warned about once,
 and listed in ``BatchLoader.corrupt_files``; ``strict=True`` raises ``CorruptImageError``.
 
+Training augmentation (``augment=data.augment.Augment(...)``, the official ImageNet recipe; off by
+default, and then nothing above changes): in the worker, the random resized crop + flip +
+RandAugment per image (instead of resize + flip) and mixup/cutmix over the shard (uint8); in the
+calling process, normalisation and random erasing. Its randomness uses streams 3-7 of ``h`` (see
+``data.augment``); the mixing of batch b on rank r is keyed by ``b * world_size + r``, so a run
+must keep its world size to see the same batches. Batches then carry float32 N x C soft targets
+when mixing or label smoothing is on. The RAM cache holds resized images, so it cannot serve the
+random crops (which need the decoded original): ``cache=True`` with ``random_resized_crop`` is
+refused; the other augmentations work from the cache.
+
 ``python -m data.bench --help`` measures the loader's throughput.
 """
 
@@ -35,11 +45,16 @@ import multiprocessing as mp
 import signal
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data.tinyimagenet import MEAN_RGB_UINT8, CorruptImageError, TinyImageNet, normalize
+
+if TYPE_CHECKING:  # data.augment imports this module; the loader only calls its Augment object
+    from data.augment import Augment
+    from data.imagenet import ImageNet
 
 _M64 = (1 << 64) - 1
 _ORDER_STREAM, _FLIP_STREAM = 1, 2
@@ -79,7 +94,7 @@ def flip_flags(indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
 
 
 def load_batch(
-    dataset: TinyImageNet, indices: np.ndarray, flips: np.ndarray, strict: bool = False
+    dataset: TinyImageNet | ImageNet, indices: np.ndarray, flips: np.ndarray, strict: bool = False
 ) -> tuple[np.ndarray, list[str]]:
     """Decode ``indices``, flip where ``flips``: (uint8 N x 3 x H x W, undecodable paths)."""
     s = dataset.img_size
@@ -98,18 +113,19 @@ def load_batch(
 
 
 # --- worker processes: each holds the dataset once (set by the pool initializer) ------------
-_worker_dataset: TinyImageNet | None = None
+_worker_dataset: TinyImageNet | ImageNet | None = None
 _worker_strict = False
+_worker_augment: Augment | None = None
 
 
-def _worker_init(dataset: TinyImageNet, strict: bool) -> None:
-    global _worker_dataset, _worker_strict
+def _worker_init(dataset: TinyImageNet | ImageNet, strict: bool, augment: Augment | None) -> None:
+    global _worker_dataset, _worker_strict, _worker_augment
     # Ctrl-C (and a job scheduler's SIGTERM) reaches the whole process group: only the main
     # process handles it (it finishes the step, saves, shuts the pool down); a worker dying of
     # it mid-task would turn a clean stop into BrokenProcessPool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _worker_dataset, _worker_strict = dataset, strict
+    _worker_dataset, _worker_strict, _worker_augment = dataset, strict, augment
 
 
 def _worker_batch(indices: np.ndarray, flips: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -118,8 +134,17 @@ def _worker_batch(indices: np.ndarray, flips: np.ndarray) -> tuple[np.ndarray, l
     return load_batch(_worker_dataset, indices, flips, _worker_strict)
 
 
+def _worker_augmented_batch(
+    indices: np.ndarray, flips: np.ndarray, seed: int, epoch: int, mix_index: int
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    assert _worker_dataset is not None and _worker_augment is not None, "worker not initialised"
+    return _worker_augment.load_batch(
+        _worker_dataset, indices, flips, seed, epoch, mix_index, _worker_strict
+    )
+
+
 class BatchLoader:
-    """Deterministic numpy batches of a ``TinyImageNet`` split (see the module docstring).
+    """Deterministic numpy batches of a ``TinyImageNet`` or ``ImageNet`` split (module docstring).
 
     Args:
         dataset: the split to serve.
@@ -136,13 +161,15 @@ class BatchLoader:
         strict: raise on an undecodable image instead of substituting it.
         mp_context: worker start method; ``"fork"`` (as PyTorch's DataLoader on Linux) starts
             fast and does not re-import the training script; ``"spawn"``/``"forkserver"`` do.
+        augment: training augmentations (``data.augment.Augment``; training loaders only);
+            ``None`` or all off: the plain resize + flip path.
 
     Use as a context manager (or call ``close``) so workers stop even on an exception.
     """
 
     def __init__(
         self,
-        dataset: TinyImageNet,
+        dataset: TinyImageNet | ImageNet,
         batch_size: int = 64,
         *,
         seed: int = 0,
@@ -155,6 +182,7 @@ class BatchLoader:
         cache: bool = False,
         strict: bool = False,
         mp_context: str = "fork",
+        augment: Augment | None = None,
     ) -> None:
         if batch_size < 1 or num_workers < 0 or not 0 <= rank < world_size:
             raise ValueError(
@@ -174,6 +202,14 @@ class BatchLoader:
         self._corrupt: dict[str, None] = {}  # insertion-ordered set
         self._pool: cf.ProcessPoolExecutor | None = None
         self._finalizer: weakref.finalize | None = None
+        self.augment = augment if augment is not None and augment.enabled else None
+        if self.augment is not None and not self.train:
+            raise ValueError("augment applies to training loaders only (train=True)")
+        if self.augment is not None and self.augment.random_resized_crop and cache:
+            raise ValueError(
+                "cache=True cannot serve random resized crops (they need the "
+                "decoded originals); use workers instead"
+            )
         self._cache: np.ndarray | None = None
         if cache:
             self._fill_cache()
@@ -205,10 +241,13 @@ class BatchLoader:
     def batches(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(images float32 N x 3 x H x W, labels int64 N)`` for batches
         ``start_batch, ..., len(self) - 1`` of ``epoch``; identical wherever and whenever run.
+        With ``augment`` mixing or smoothing, labels are float32 N x C soft targets.
         """
         labels = self.dataset.labels
         plans = self._plans(epoch, start_batch)
-        if self._cache is not None:
+        if self.augment is not None:
+            yield from self._augmented(epoch, start_batch, plans)
+        elif self._cache is not None:
             for indices, flips in plans:
                 images = self._cache[indices]
                 images[flips] = images[flips, :, :, ::-1]
@@ -219,28 +258,56 @@ class BatchLoader:
                 self._report(corrupt)
                 yield normalize(images), labels[indices]
         else:
-            yield from self._pooled(plans)
+            yield from self._pooled(_worker_batch, plans, self._collect)
 
     def _pooled(
-        self, plans: Iterator[tuple[np.ndarray, np.ndarray]]
+        self, work: Callable, jobs: Iterator[tuple], finish: Callable
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # Each job's first item is the batch's dataset indices; finish(indices, *result).
         pool = self._get_pool()
         pending: collections.deque[tuple[cf.Future, np.ndarray]] = collections.deque()
         try:
-            for indices, flips in plans:  # keep `prefetch` batches in flight, in order
-                pending.append((pool.submit(_worker_batch, indices, flips), indices))
+            for job in jobs:  # keep `prefetch` batches in flight, in order
+                pending.append((pool.submit(work, *job), job[0]))
                 if len(pending) >= self.prefetch:
-                    yield self._collect(*pending.popleft())
+                    future, indices = pending.popleft()
+                    yield finish(indices, *future.result())
             while pending:
-                yield self._collect(*pending.popleft())
+                future, indices = pending.popleft()
+                yield finish(indices, *future.result())
         finally:  # generator closed early, exception or Ctrl-C: drop what is still queued
             for future, _ in pending:
                 future.cancel()
 
-    def _collect(self, future: cf.Future, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images, corrupt = future.result()
+    def _collect(
+        self, indices: np.ndarray, images: np.ndarray, corrupt: list[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
         self._report(corrupt)
         return normalize(images), self.dataset.labels[indices]
+
+    def _augmented(
+        self, epoch: int, start_batch: int, plans: Iterator[tuple[np.ndarray, np.ndarray]]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        augment = self.augment
+        assert augment is not None
+        jobs = (
+            (indices, flips, self.seed, epoch, b * self.world_size + self.rank)
+            for b, (indices, flips) in enumerate(plans, start_batch)
+        )
+
+        def finish(
+            indices: np.ndarray, images: np.ndarray, targets: np.ndarray | None, corrupt: list[str]
+        ) -> tuple[np.ndarray, np.ndarray]:
+            self._report(corrupt)
+            images = augment.erase(normalize(images), indices, self.seed, epoch)
+            return images, self.dataset.labels[indices] if targets is None else targets
+
+        if self.num_workers == 0 or self._cache is not None:
+            for job in jobs:
+                part = augment.load_batch(self.dataset, *job, self.strict, self._cache)
+                yield finish(job[0], *part)
+        else:
+            yield from self._pooled(_worker_augmented_batch, jobs, finish)
 
     def _fill_cache(self) -> None:
         n, s = len(self.dataset), self.dataset.img_size
@@ -267,7 +334,7 @@ class BatchLoader:
                 self.num_workers,
                 mp_context=mp.get_context(self._mp_context),
                 initializer=_worker_init,
-                initargs=(self.dataset, self.strict),
+                initargs=(self.dataset, self.strict, self.augment),
             )
             # Also stop the workers if the loader is garbage-collected without close().
             self._finalizer = weakref.finalize(self, _shutdown, self._pool)
