@@ -13,6 +13,7 @@ DistributedDataParallel (NCCL on GPUs, gloo on CPU); rank 0 prints and writes.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import warnings
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import overlock_torch
+from utils.options import decays
 from utils.training import Backend, build_parser, main_guard, run_training
 
 
@@ -33,11 +35,24 @@ class TorchBackend(Backend):
     name = "torch"
     suffix = ".pth"
 
-    def __init__(self, device: str, lr: float, weight_decay: float, aux_weight: float) -> None:
+    def __init__(
+        self,
+        device: str,
+        lr: float,
+        weight_decay: float,
+        aux_weight: float,
+        clip_grad: float = 0.0,
+        amp: bool = False,
+    ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.lr, self.weight_decay, self.aux_weight = lr, weight_decay, aux_weight
+        self.clip_grad, self.amp = clip_grad, amp
+        # The official run's float16 + GradScaler on CUDA; the CPU autocasts to bfloat16 only.
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda") if amp and self.device.type == "cuda" else None
+        self.ema: nn.Module | None = None
         self.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ  # torchrun's
         if self.distributed:
             if self.device.type == "cuda":
@@ -46,9 +61,24 @@ class TorchBackend(Backend):
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
             self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
-    def build(self, model: str, num_classes: int, seed: int, sync_bn: bool = False) -> None:
+    def build(
+        self,
+        model: str,
+        num_classes: int,
+        seed: int,
+        sync_bn: bool = False,
+        drop_path: float = 0.0,
+        grad_checkpoint: Sequence[int] = (0, 0, 0, 0),
+        decay_1d: bool = True,
+        ema_decay: float = 0.0,
+    ) -> None:
         torch.manual_seed(seed)
-        network = getattr(overlock_torch, model)(num_classes=num_classes, sync_bn=sync_bn)
+        network = getattr(overlock_torch, model)(
+            num_classes=num_classes,
+            sync_bn=sync_bn,
+            drop_path_rate=drop_path,
+            use_checkpoint=list(grad_checkpoint),
+        )
         self.model = network.to(self.device)
         self.trained = self.model  # what train_step calls: the DDP wrapper when distributed
         if self.distributed:
@@ -63,13 +93,38 @@ class TorchBackend(Backend):
                 forward_sync_buffers=False,
             )
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        groups = [
+            {"params": [p for n, p in self.params.items() if decays(n, p.shape, decay_1d) == on]}
+            | ({} if on else {"weight_decay": 0.0})
+            for on in (True, False)
+        ]
         self.optimizer = torch.optim.AdamW(
-            self.params.values(),
+            [g for g in groups if g["params"]],
             lr=self.lr,
             betas=(0.9, 0.999),
             eps=1e-8,
             weight_decay=self.weight_decay,
         )
+        self.ema_decay = ema_decay
+        if ema_decay > 0:
+            self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def reseed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def ema_state(self) -> dict[str, np.ndarray] | None:
+        if self.ema is None:
+            return None
+        return {k: v.detach().cpu().numpy() for k, v in self.ema.state_dict().items()}
+
+    def load_ema_state(self, state: Mapping[str, np.ndarray]) -> None:
+        assert self.ema is not None, "no EMA: build with ema_decay > 0"
+        tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+        self.ema.load_state_dict(tensors, strict=True)
 
     def describe(self) -> dict[str, Any]:
         return {"framework": "torch", "version": torch.__version__, "device": str(self.device)}
@@ -104,20 +159,43 @@ class TorchBackend(Backend):
         self.model.train()
         x = torch.from_numpy(images).to(self.device, non_blocking=True)
         y = torch.from_numpy(labels).to(self.device, non_blocking=True)
-        out = self.trained(x)
-        loss_main = F.cross_entropy(out["main"], y)
-        loss_aux = F.cross_entropy(out["aux"], y)
-        loss = loss_main + self.aux_weight * loss_aux
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            out = self.trained(x)
+            loss_main = _cross_entropy(out["main"], y)
+            loss_aux = _cross_entropy(out["aux"], y)
+            loss = loss_main + self.aux_weight * loss_aux
         self.optimizer.zero_grad(set_to_none=True)
-        (loss * loss_scale if loss_scale != 1.0 else loss).backward()
-        self.optimizer.step()
+        scaled = loss * loss_scale if loss_scale != 1.0 else loss
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        if self.clip_grad > 0:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients
+            nn.utils.clip_grad_norm_(self.params.values(), self.clip_grad)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.ema is not None:
+            self._update_ema()
         total, main, aux = torch.stack([loss, loss_main, loss_aux]).tolist()  # one sync
         return total, main, aux
 
-    def eval_logits(self, images: np.ndarray) -> np.ndarray:
-        self.model.eval()
+    def _update_ema(self) -> None:
+        # timm's ModelEmaV2: every state entry, buffers included, e = d * e + (1 - d) * m.
+        assert self.ema is not None
+        d = self.ema_decay
+        with torch.no_grad():
+            model_state = self.model.state_dict()
+            for name, e in self.ema.state_dict().items():
+                e.copy_(d * e + (1.0 - d) * model_state[name])
+
+    def eval_logits(self, images: np.ndarray, ema: bool = False) -> np.ndarray:
+        model = self.ema if ema else self.model
+        assert model is not None, "no EMA: build with ema_decay > 0"
+        model.eval()
         with torch.inference_mode():
-            return self.model(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
+            return model(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
 
     def all_reduce_sum(self, values: Sequence[float]) -> np.ndarray:
         if not self.distributed:
@@ -132,19 +210,29 @@ class TorchBackend(Backend):
 
     def broadcast_buffers(self) -> None:
         if self.distributed:
-            for buffer in self.model.buffers():
-                dist.broadcast(buffer, src=0)
+            for model in (self.model, self.ema) if self.ema is not None else (self.model,):
+                for buffer in model.buffers():
+                    dist.broadcast(buffer, src=0)
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
 
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CE with int labels, or with soft targets (mixup, smoothing): mean of -sum(t * log p)."""
+    if y.ndim == 2:
+        return torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, y)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser("torch", __doc__).parse_args(argv)
 
     def run() -> None:
-        backend = TorchBackend(args.device, args.lr, args.weight_decay, args.aux_weight)
+        backend = TorchBackend(
+            args.device, args.lr, args.weight_decay, args.aux_weight, args.clip_grad, args.amp
+        )
         run_training(args, backend)
 
     return main_guard(run)

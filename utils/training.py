@@ -22,6 +22,13 @@ from typing import Any
 import numpy as np
 
 from utils.files import atomic_write_bytes
+from utils.options import (
+    add_recipe_arguments,
+    augment_of,
+    epoch_lr,
+    recipe_report,
+    resolve_options,
+)
 
 MODELS = ("xxt", "xt", "t", "s", "b")
 LOG_COLUMNS = (
@@ -36,6 +43,7 @@ LOG_COLUMNS = (
     "train_images_per_s",
     "lr",
 )
+EMA_COLUMNS = ("ema_val_loss", "ema_acc_top1", "ema_acc_top5")  # with --ema-decay
 STEP_COLUMNS = ("epoch", "step", "loss", "loss_main", "loss_aux")
 LATEST = "checkpoint_latest"
 BEST = "checkpoint_best"
@@ -53,45 +61,74 @@ class RunStoppedError(Exception):
         self.exit_code = exit_code
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    # Options resolved after parsing (None here) state their defaults in their own help.
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+class _TrainingParser(argparse.ArgumentParser):
+    """Parses, then fills the options left to the protocol or the recipe (utils.options)."""
+
+    def __init__(self, framework: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.framework = framework
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        parsed = super().parse_args(args, namespace)
+        resolve_options(parsed, self.framework)
+        return parsed
+
+
 def build_parser(framework: str, description: str) -> argparse.ArgumentParser:
     """The command line both training scripts share (defaults: the TinyImageNet-20 protocol)."""
-    parser = argparse.ArgumentParser(
-        description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = _TrainingParser(framework, description=description, formatter_class=_HelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument(
         "--data",
         type=Path,
-        help="TinyImageNet-layout folder (wnids.txt, train/, val/); default: a small generated "
-        "dataset in that layout, created on first use",
+        help="TinyImageNet folder (wnids.txt, train/, val/) or ImageNet folder (train/<class>/, "
+        "val/<class>/); default: a small generated dataset in the TinyImageNet layout",
     )
-    data.add_argument("--num-classes", type=int, default=20, help="first N wnids in sorted order")
-    data.add_argument("--img-size", type=int, default=64, help="images are resized to this")
-    data.add_argument("--train-per-class", type=int, default=500, help="cap per class")
-    data.add_argument("--val-per-class", type=int, default=50, help="cap per class")
+    data.add_argument(
+        "--num-classes", type=int, help="first N classes in sorted order (default 20; recipe 1000)"
+    )
+    data.add_argument(
+        "--img-size", type=int, help="images are resized (cropped) to this (default 64; recipe 224)"
+    )
+    data.add_argument(
+        "--train-per-class", type=int, help="cap per class (default 500; recipe: no cap)"
+    )
+    data.add_argument("--val-per-class", type=int, help="cap per class (default 50; recipe: none)")
     data.add_argument("--workers", type=int, default=2, help="loader worker processes (0: none)")
     data.add_argument(
         "--strict-data", action="store_true", help="stop on a corrupt image instead of skipping it"
     )
     model = parser.add_argument_group("model and optimisation")
     model.add_argument("--model", choices=MODELS, default="xxt", help="OverLoCK variant")
-    model.add_argument("--epochs", type=int, default=20)
+    model.add_argument("--epochs", type=int, help="(default 20; recipe 310 = 300 + 10 cool-down)")
     model.add_argument(
         "--batch-size",
         type=int,
-        default=64,
-        help="global batch: with N processes (torchrun / mpirun) each takes its 1/N shard",
+        help="global batch: with N processes (torchrun / mpirun) each takes its 1/N shard "
+        "(default 64; recipe 2048 = 8 x 256)",
     )
-    model.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (constant)")
+    model.add_argument(
+        "--lr",
+        type=float,
+        help="AdamW learning rate; with --auto-lr per 1024 images (default 1e-3; recipe 1e-3 "
+        "with --auto-lr)",
+    )
     model.add_argument(
         "--weight-decay",
         type=float,
-        default=0.01,
-        help="AdamW decoupled weight decay, the same explicit value in both frameworks",
+        help="AdamW decoupled weight decay, the same explicit value in both frameworks "
+        "(default 0.01; recipe 0.05)",
     )
     model.add_argument("--aux-weight", type=float, default=0.4, help="loss = CE(main) + w*CE(aux)")
-    model.add_argument("--seed", type=int, default=0, help="data order, flips and initial weights")
+    model.add_argument(
+        "--seed", type=int, help="data order, augmentation, initial weights (default 0; recipe 42)"
+    )
     model.add_argument(
         "--init",
         type=Path,
@@ -117,6 +154,13 @@ def build_parser(framework: str, description: str) -> argparse.ArgumentParser:
         default=0,
         help="cap train and validation batches per epoch (smoke runs); 0: no cap",
     )
+    run.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        help="keep the decoded images in RAM (default: when they fit in 2 GiB and no random "
+        "crops are asked for)",
+    )
+    add_recipe_arguments(parser)
     return parser
 
 
@@ -130,7 +174,7 @@ def check_args(args: argparse.Namespace, min_img_size: int = 32) -> None:
         "--val-per-class": args.val_per_class,
     }
     for flag, value in positive.items():
-        if value < 1:
+        if value is not None and value < 1:  # the per-class caps are None for "all"
             raise UsageError(f"{flag} must be at least 1 (got {value})")
     if args.img_size < min_img_size:
         raise UsageError(
@@ -149,6 +193,28 @@ def check_args(args: argparse.Namespace, min_img_size: int = 32) -> None:
         raise UsageError(f"--init {args.init}: no such file")
     if args.init is not None and args.resume:
         raise UsageError("--init and --resume exclude each other (a resumed run has its weights)")
+    _check_recipe_args(args)
+
+
+def _check_recipe_args(args: argparse.Namespace) -> None:
+    if min(args.warmup_epochs, args.cooldown_epochs, *args.grad_checkpoint) < 0:
+        raise UsageError("--warmup-epochs, --cooldown-epochs and --grad-checkpoint must be >= 0")
+    if args.sched == "cosine" and args.epochs <= args.cooldown_epochs + args.warmup_epochs:
+        raise UsageError(
+            f"--epochs {args.epochs} leaves no cosine epochs after {args.warmup_epochs} warm-up "
+            f"and {args.cooldown_epochs} cool-down epochs; lower --warmup-epochs/--cooldown-epochs"
+        )
+    for flag, value in (("--drop-path", args.drop_path), ("--ema-decay", args.ema_decay)):
+        if not 0 <= value < 1:
+            raise UsageError(f"{flag} must be in [0, 1) (got {value})")
+    if not (math.isfinite(args.clip_grad) and args.clip_grad >= 0):
+        raise UsageError(f"--clip-grad must be >= 0 (got {args.clip_grad})")
+    if not 0 < args.crop_pct <= 1:
+        raise UsageError(f"--crop-pct must be in (0, 1] (got {args.crop_pct})")
+    try:
+        augment_of(args)
+    except ValueError as err:  # the augmentation settings check themselves
+        raise UsageError(f"augmentation options: {err}") from None
 
 
 def prepare_out_dir(out: Path) -> None:
@@ -245,10 +311,53 @@ class Backend:
     rank: int = 0
     world_size: int = 1
 
-    def build(self, model: str, num_classes: int, seed: int, sync_bn: bool = False) -> None:
-        """Create the model (weights seeded by ``seed``, the same on every process) and its
-        AdamW optimiser; ``sync_bn``: BatchNorm statistics over the global batch.
+    def __init__(
+        self,
+        device: str,
+        lr: float,
+        weight_decay: float,
+        aux_weight: float,
+        clip_grad: float = 0.0,
+        amp: bool = False,
+    ) -> None:
+        """``clip_grad``: clip the gradients' total 2-norm to it (0: off); ``amp``: mixed
+        precision. Data parallelism is set up here, from the launcher's environment.
         """
+        raise NotImplementedError
+
+    def build(
+        self,
+        model: str,
+        num_classes: int,
+        seed: int,
+        sync_bn: bool = False,
+        drop_path: float = 0.0,
+        grad_checkpoint: Sequence[int] = (0, 0, 0, 0),
+        decay_1d: bool = True,
+        ema_decay: float = 0.0,
+    ) -> None:
+        """Create the model (weights seeded by ``seed``, the same on every process) and its
+        AdamW optimiser. ``sync_bn``: BatchNorm statistics over the global batch; ``decay_1d``:
+        weight decay on biases and 1-D parameters too (timm exempts them); ``ema_decay`` > 0
+        keeps an EMA copy of the model (timm's ModelEmaV2), updated after every step.
+        """
+        raise NotImplementedError
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate from now on (every parameter group)."""
+        raise NotImplementedError
+
+    def reseed(self, seed: int) -> None:
+        """Seed the framework's RNG (drop path) so a step's randomness depends on its position
+        in the run only: runs are repeatable and a resumed run continues bit for bit.
+        """
+        raise NotImplementedError
+
+    def ema_state(self) -> dict[str, np.ndarray] | None:
+        """The EMA model's state, or None without an EMA."""
+        raise NotImplementedError
+
+    def load_ema_state(self, state: Mapping[str, np.ndarray]) -> None:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -272,13 +381,15 @@ class Backend:
         self, images: np.ndarray, labels: np.ndarray, loss_scale: float = 1.0
     ) -> tuple[float, float, float]:
         """One AdamW step on CE(main) + aux_weight * CE(aux) of this process's shard; returns the
-        shard's (total, main, aux) mean losses. The gradient is that of ``loss_scale`` x the loss,
-        averaged over processes (``loss_scale`` makes uneven shards weigh by their size).
+        shard's (total, main, aux) mean losses. ``labels``: int64 N, or float32 N x C soft targets
+        (mixup, label smoothing: CE = -sum(t * log_softmax)). The gradient is that of
+        ``loss_scale`` x the loss, averaged over processes (uneven shards weigh by their size),
+        clipped if asked; then the EMA, if any, is updated.
         """
         raise NotImplementedError
 
-    def eval_logits(self, images: np.ndarray) -> np.ndarray:
-        """Main-head logits in evaluation mode."""
+    def eval_logits(self, images: np.ndarray, ema: bool = False) -> np.ndarray:
+        """Main-head logits in evaluation mode (of the EMA model if ``ema``)."""
         raise NotImplementedError
 
     def all_reduce_sum(self, values: Sequence[float]) -> np.ndarray:
@@ -383,16 +494,18 @@ def _checkpoint_payload(
     best: float,
     progress_in_epoch: EpochProgress | None = None,
 ) -> dict[str, Any]:
+    ema = backend.ema_state()
     return {
         "model": backend.model_state(),
+        **({"model_ema": ema} if ema is not None else {}),
         "optimizer": backend.optimizer_state(),
         "epoch": epoch,  # completed epochs
         "best_acc_top1": float(best),
         "model_name": f"overlock_{args.model}",
         "num_classes": args.num_classes,
         "framework": backend.name,
-        # Set when interrupted mid-epoch: where epoch + 1 stopped. Data order and flips derive
-        # from (seed, epoch, index) and the model has no random layers, so no RNG state is needed.
+        # Set when interrupted mid-epoch: where epoch + 1 stopped. All data randomness derives
+        # from (seed, epoch, index) and drop path is reseeded per step, so no RNG state is needed.
         "epoch_progress": progress_in_epoch.to_dict() if progress_in_epoch else None,
     }
 
@@ -417,14 +530,18 @@ def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dict[str, Any]:
-    from data import BatchLoader, TinyImageNet, resolve_data_dir
+    from data import BatchLoader, resolve_data_dir
+    from data.imagenet import open_dataset
     from models.convert import check_state, load_state_dict, read_checkpoint, write_checkpoint
 
     model_name = f"overlock_{args.model}"
     main = backend.rank == 0  # the one process that prints and writes
     root = resolve_data_dir(args.data)
-    train_set = TinyImageNet(root, "train", args.num_classes, args.train_per_class, args.img_size)
-    val_set = TinyImageNet(root, "val", args.num_classes, args.val_per_class, args.img_size)
+    sets = {
+        split: open_dataset(root, split, args.num_classes, cap, args.img_size, args.crop_pct)
+        for split, cap in (("train", args.train_per_class), ("val", args.val_per_class))
+    }
+    train_set, val_set = sets["train"], sets["val"]
     last_batch = len(train_set) % args.batch_size
     if 0 < last_batch < backend.world_size:
         raise UsageError(
@@ -433,14 +550,23 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
         )
     for dataset, cap in ((train_set, args.train_per_class), (val_set, args.val_per_class)):
         counts = np.bincount(dataset.labels, minlength=dataset.num_classes)
-        if counts.min() < cap and main:
+        if cap is not None and counts.min() < cap and main:
             print(
                 f"note: {dataset.split}: {int((counts < cap).sum())} of {len(counts)} classes have "
                 f"fewer than the {cap} images asked for ({counts.min()} to {counts.max()} per "
                 f"class, {len(dataset)} in all); using what was found",
                 flush=True,
             )
-    backend.build(model_name, args.num_classes, args.seed, sync_bn=args.sync_bn)
+    backend.build(
+        model_name,
+        args.num_classes,
+        args.seed,
+        sync_bn=args.sync_bn,
+        drop_path=args.drop_path,
+        grad_checkpoint=args.grad_checkpoint,
+        decay_1d=args.decay_1d,
+        ema_decay=args.ema_decay,
+    )
 
     start_epoch, best, resumed = 0, -1.0, EpochProgress()
     latest = args.out / f"{LATEST}{backend.suffix}"
@@ -457,6 +583,10 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
             )
         check_state(saved["model"], model_name, args.num_classes)
         backend.load_model_state(saved["model"])
+        if args.ema_decay > 0:
+            if "model_ema" not in saved:
+                raise UsageError(f"--resume: {latest} has no EMA weights; drop --ema-decay")
+            backend.load_ema_state(saved["model_ema"])
         backend.load_optimizer_state(saved["optimizer"])
         start_epoch, best = int(saved["epoch"]), float(saved["best_acc_top1"])
         resumed = EpochProgress.from_dict(saved.get("epoch_progress"))
@@ -487,8 +617,11 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
             f"from {root}; {where} to epoch {args.epochs}; writing {args.out}",
             flush=True,
         )
+        for line in recipe_report(args, backend.name):
+            print(line, flush=True)
+    columns = LOG_COLUMNS + (EMA_COLUMNS if args.ema_decay > 0 else ())
     log = _MainOnlyLog(
-        main, args.out / "log.csv", LOG_COLUMNS, keep=lambda r: int(r["epoch"]) <= start_epoch
+        main, args.out / "log.csv", columns, keep=lambda r: int(r["epoch"]) <= start_epoch
     )
     step_log = _MainOnlyLog(
         main,
@@ -497,17 +630,24 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
         keep=lambda r: int(r["epoch"]) <= start_epoch
         or (int(r["epoch"]) == start_epoch + 1 and int(r["step"]) <= resumed.batches_done),
     )
-    loader_opts = {
+    opts = {
         "num_workers": args.workers,
-        "cache": True,
         "strict": args.strict_data,
         "rank": backend.rank,
         "world_size": backend.world_size,
     }
+    augment = augment_of(args)
+    train_cache = _use_cache(args, train_set, augment.random_resized_crop)
     with (
-        BatchLoader(train_set, args.batch_size, seed=args.seed, train=True, **loader_opts) as train,
-        BatchLoader(val_set, args.batch_size, seed=args.seed, train=False, **loader_opts) as val,
-    ):
+        BatchLoader(
+            train_set, args.batch_size, seed=args.seed, train=True, cache=train_cache,
+            augment=augment, **opts,
+        ) as train,
+        BatchLoader(
+            val_set, args.batch_size, seed=args.seed, train=False,
+            cache=_use_cache(args, val_set, False), **opts,
+        ) as val,
+    ):  # fmt: skip
         n_train = _capped(len(train), args.max_batches)
         n_val = _capped(len(val), args.max_batches)
         row: dict[str, Any] = {}
@@ -606,6 +746,17 @@ def _save_and_stop(
     )
 
 
+def _use_cache(args: argparse.Namespace, dataset: Any, random_crops: bool) -> bool:
+    """--cache, or by default: when the decoded split fits in 2 GiB and needs no random crops
+    (those are cut from the original images, which the cache does not hold).
+    """
+    if args.cache is not None:
+        if args.cache and random_crops:
+            raise UsageError("--cache cannot serve random resized crops; use --no-cache")
+        return args.cache
+    return not random_crops and len(dataset) * 3 * dataset.img_size**2 <= 2 << 30
+
+
 def _capped(n: int, cap: int) -> int:
     return min(n, cap) if cap else n
 
@@ -632,6 +783,8 @@ def _run_epoch(
     """
     start = time.perf_counter() - state.elapsed_s
     sums = state.loss_sums  # per-image loss x batch size, summed; kept in the resumable state
+    lr = epoch_lr(args, epoch)
+    backend.set_lr(lr)
     steps: list[dict[str, Any]] = []
     batches = itertools.islice(
         train.batches(epoch, state.batches_done), n_train - state.batches_done
@@ -647,6 +800,8 @@ def _run_epoch(
     for images, labels in bar:
         # This process holds a shard of the global batch; its loss weighs by the shard's size.
         n_batch = min(args.batch_size, n_images - state.batches_done * args.batch_size)
+        if args.drop_path > 0:
+            backend.reseed(_step_seed(args.seed, epoch, state.batches_done))
         t0 = time.perf_counter()
         local = backend.train_step(images, labels, backend.world_size * len(labels) / n_batch)
         weighted = [v * len(labels) for v in local]
@@ -678,29 +833,45 @@ def _run_epoch(
 
     # Every process evaluates its shard with rank 0's BatchNorm statistics (the saved ones).
     backend.broadcast_buffers()
-    loss_sum, correct, count = 0.0, np.zeros(2, dtype=np.int64), 0
-    for images, labels in itertools.islice(val.batches(epoch), n_val):
-        if len(labels) == 0:  # this process's shard of a last batch smaller than world size
-            continue
-        logits = backend.eval_logits(images)
-        loss_sum += float(softmax_cross_entropy(logits, labels).sum())
-        correct += topk_correct(logits, labels)
-        count += len(labels)
-    loss_sum, top1, top5, count = backend.all_reduce_sum([loss_sum, *correct, count])
     seen = max(state.images_seen, 1)
     row = {
         "epoch": epoch + 1,
         "train_loss": sums[0] / seen,
         "train_loss_main": sums[1] / seen,
         "train_loss_aux": sums[2] / seen,
-        "val_loss": loss_sum / count,
-        "acc_top1": 100.0 * float(top1) / count,
-        "acc_top5": 100.0 * float(top5) / count,
+        **_validate(backend, val, epoch, n_val, ema=False),
+        **(_validate(backend, val, epoch, n_val, ema=True) if args.ema_decay > 0 else {}),
         "epoch_time_s": time.perf_counter() - start,
         "train_images_per_s": state.images_seen / max(train_time, 1e-9),
-        "lr": args.lr,
+        "lr": lr,
     }
     return row, steps
+
+
+def _validate(backend: Backend, val: Any, epoch: int, n_val: int, ema: bool) -> dict[str, float]:
+    """Loss and top-1/top-5 of the main head over all processes' shards (``ema_*`` for the EMA)."""
+    loss_sum, correct, count = 0.0, np.zeros(2, dtype=np.int64), 0
+    for images, labels in itertools.islice(val.batches(epoch), n_val):
+        if len(labels) == 0:  # this process's shard of a last batch smaller than world size
+            continue
+        logits = backend.eval_logits(images, ema=ema)
+        loss_sum += float(softmax_cross_entropy(logits, labels).sum())
+        correct += topk_correct(logits, labels)
+        count += len(labels)
+    loss_sum, top1, top5, count = backend.all_reduce_sum([loss_sum, *correct, count])
+    prefix = "ema_" if ema else ""
+    return {
+        f"{prefix}val_loss": loss_sum / count,
+        f"{prefix}acc_top1": 100.0 * float(top1) / count,
+        f"{prefix}acc_top5": 100.0 * float(top5) / count,
+    }
+
+
+def _step_seed(seed: int, epoch: int, batch: int) -> int:
+    """A 63-bit seed for the framework RNG at (epoch, batch): stream 8 of the loader's hash."""
+    from data.loader import counter_hash
+
+    return int(counter_hash(seed, epoch, 8, np.array([batch]))[0] >> np.uint64(1))
 
 
 def main_guard(run: Any) -> int:
