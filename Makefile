@@ -57,6 +57,8 @@ reproduce: setup  ## DATA=tiny-imagenet-200: both frameworks from one init, then
 	$(PY) erf_torch.py --checkpoint $(RESULTS)/torch/checkpoint_latest.pth --data $(DATA) --out $(FIGS)_erf_torch.png
 	$(PY) gradcam.py --checkpoint $(RESULTS)/jittor/checkpoint_latest.pkl --data $(DATA) --out $(FIGS)_gradcam_jittor.png
 	$(PY) gradcam_torch.py --checkpoint $(RESULTS)/torch/checkpoint_latest.pth --data $(DATA) --out $(FIGS)_gradcam_torch.png
+	$(PY) evaluate.py --checkpoint $(RESULTS)/jittor/checkpoint_latest.pkl --data $(DATA) --out $(RESULTS)/jittor/eval.json
+	$(PY) evaluate_torch.py --checkpoint $(RESULTS)/torch/checkpoint_latest.pth --data $(DATA) --out $(RESULTS)/torch/eval.json
 
 bench: setup  ## Jittor vs PyTorch: XXT training step, eval, memory, na2d_av (logs/bench/)
 	$(PY) bench.py

@@ -1,0 +1,378 @@
+"""Top-1 / top-5 accuracy and loss of a checkpoint: the framework-free part of evaluate.py (Jittor)
+and evaluate_torch.py (PyTorch), so the two scripts differ only in the framework calls.
+
+    python evaluate_torch.py --checkpoint overlock_t_in1k_224.pth --data /path/to/imagenet
+    python evaluate.py --checkpoint logs/jittor/checkpoint_best.pkl --data DIR --img-size 64
+
+Checkpoint: .pth or .pkl of either framework, read by ``models.convert`` (a bare state dict, one
+wrapped in 'state_dict' / 'model', e.g. the official release files, or a training checkpoint of
+train.py / train_torch.py). The variant comes from --model, else from the training checkpoint's
+``model_name``, else it is recognised from the keys and shapes; a deploy-form file (``*_reparam``)
+is recognised as such. The classifier width is read from ``head.4.weight``.
+
+Data (``data.imagenet.open_dataset``): an ImageNet-layout root (``val/<class>/*.JPEG``) with the
+official evaluation transform (bicubic resize of the shorter side to ``floor(img_size /
+crop_pct)``, centre crop; ``crop_pct`` per variant from ``utils.recipe``), or a TinyImageNet-layout
+folder (resized to a square, as in training). ImageNet mean/std normalisation in both cases.
+
+Class rule: class folders (wnids) are sorted and class i is scored as head output i. The first N
+folders are evaluated, N = --num-classes (default: the head's width; at most that): the training
+scripts' selection, and ImageNet-1k's standard index order for the official checkpoints. Data with
+fewer than N class folders is refused. Top-k and the loss use all head outputs.
+
+Metrics: top-k = share of images whose label is among the k highest logits (ties: lower index
+first); loss = mean cross entropy of the logits (float64), as the training scripts' validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from utils.files import atomic_write_bytes
+from utils.plotting import HelpFormatter
+from utils.training import MODELS, UsageError, progress, softmax_cross_entropy, topk_correct
+
+DEFAULT_IMG_SIZE = {"imagenet": 224, "tinyimagenet": 64}
+_MAX_MESSAGE = 300  # a checkpoint mismatch can list hundreds of keys; the line stays readable
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Weights:
+    """A checkpoint's weights (torch layout, numpy) and the architecture they fit."""
+
+    state: dict[str, np.ndarray]
+    model_name: str  # a models.convert.VARIANTS name: overlock_t or overlock_t_reparam
+    head_classes: int  # width of the classifier (head.4.weight)
+
+    @property
+    def base_model(self) -> str:
+        """The variant without the deploy suffix: overlock_t (for recipe_for and reports)."""
+        return self.model_name.removesuffix("_reparam")
+
+    @property
+    def deploy(self) -> bool:
+        """True when the weights are already in the reparameterised (deploy) form."""
+        return self.model_name.endswith("_reparam")
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE] + " ..."
+
+
+def load_weights(path: Path, model: str | None = None) -> Weights:
+    """Read ``path`` and find the variant its weights fit (see the module docstring).
+
+    ``model``: xxt/xt/t/s/b from --model (plain or deploy form accepted). Raises UsageError or
+    CheckpointError with one line.
+    """
+    from models.convert import (
+        CheckpointError,
+        check_state,
+        load_state_dict,
+        num_classes_of,
+        read_checkpoint,
+    )
+
+    if not Path(path).is_file():
+        raise UsageError(f"--checkpoint {path}: no such file")
+    raw = read_checkpoint(path)  # read once more below; metadata of a training checkpoint
+    state = load_state_dict(path)
+    saved_name = raw.get("model_name") if isinstance(raw, Mapping) else None
+    head = num_classes_of(state)
+    if head < 1:
+        raise CheckpointError(f"{path}: no classifier weight head.4.weight; not an OverLoCK model")
+
+    def fits(name: str) -> bool:
+        try:
+            check_state(state, name, head)
+        except CheckpointError:
+            return False
+        return True
+
+    def recognise() -> str:
+        try:
+            return check_state(state, None, head)[0]
+        except CheckpointError as err:
+            raise CheckpointError(_short(f"{path}: {err}")) from None
+
+    if model is not None:
+        name = f"overlock_{model}"
+        for candidate in (name, f"{name}_reparam"):
+            if fits(candidate):
+                return Weights(state, candidate, head)
+        held = recognise()
+        raise UsageError(
+            f"--model {model}: {path} holds {held} weights, not {name}; "
+            f"drop --model or use --model {held.removeprefix('overlock_').removesuffix('_reparam')}"
+        )
+    if isinstance(saved_name, str):  # a training checkpoint names its variant
+        try:
+            check_state(state, saved_name, head)
+        except CheckpointError as err:
+            raise CheckpointError(_short(f"{path}: {err}")) from None
+        return Weights(state, saved_name, head)
+    return Weights(state, recognise(), head)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+def class_folder_count(root: Path, layout: str) -> int:
+    """How many classes a dataset folder has (ImageNet: class folders; TinyImageNet: wnids)."""
+    from data.imagenet import select_classes
+
+    if layout == "imagenet":
+        return len(select_classes(Path(root), None))
+    return len(set((Path(root) / "wnids.txt").read_text(encoding="utf-8").split()))
+
+
+def eval_classes(available: int, head: int, asked: int | None) -> int:
+    """N, the classes to evaluate: --num-classes or the head's width; UsageError if impossible."""
+    n = head if asked is None else asked
+    if asked is not None and not 1 <= asked <= head:
+        raise UsageError(f"--num-classes {asked}: the checkpoint's head has {head} outputs")
+    if available < n:
+        raise UsageError(
+            f"the data has {available} classes but {n} are to be evaluated (the checkpoint's head "
+            f"has {head} outputs; class i is scored as output i): give --num-classes {available} "
+            f"if these are the first {available} classes the checkpoint was trained on"
+        )
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop and its result
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    """Counts over the evaluated images; the percentages and mean loss derive from them."""
+
+    images: int
+    correct_top1: int
+    correct_top5: int
+    loss_sum: float
+
+    @property
+    def top1(self) -> float:
+        return 100.0 * self.correct_top1 / self.images
+
+    @property
+    def top5(self) -> float:
+        return 100.0 * self.correct_top5 / self.images
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.images
+
+
+def evaluate(
+    logits_of: Callable[[np.ndarray], np.ndarray],
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    num_outputs: int,
+) -> EvalResult:
+    """Sum the top-1/top-5 hits and the cross entropy of ``logits_of(images)`` over ``batches``
+    (float32 N x 3 x H x W, int64 labels). ``num_outputs``: the logits' expected width.
+    """
+    images, correct, loss_sum = 0, np.zeros(2, dtype=np.int64), 0.0
+    for x, labels in batches:
+        logits = np.asarray(logits_of(x))
+        if logits.shape != (len(labels), num_outputs):
+            expected = (len(labels), num_outputs)
+            raise RuntimeError(f"logits of shape {logits.shape}, expected {expected}")
+        loss_sum += float(softmax_cross_entropy(logits, labels).sum())
+        correct += topk_correct(logits, labels, (1, 5))
+        images += len(labels)
+    if images == 0:
+        raise UsageError("no images to evaluate")
+    return EvalResult(images, int(correct[0]), int(correct[1]), loss_sum)
+
+
+class EvalBackend(Protocol):
+    """What evaluate.py / evaluate_torch.py supply: the framework calls, nothing else."""
+
+    name: str  # "jittor" or "torch"
+    device: str
+
+    def load(
+        self, state: Mapping[str, np.ndarray], model_name: str, num_classes: int, reparam: bool
+    ) -> None:
+        """Build ``model_name`` with these weights in eval mode; merge its branches if
+        ``reparam`` (the deploy form)."""
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Main-head logits (float32 N x classes) of normalised images, no gradients."""
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The flags both evaluation scripts share."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help=".pth or .pkl of either framework: a training checkpoint, a bare or wrapped state "
+        "dict, or an official release file (e.g. overlock_t_in1k_224.pth, *_reparam.pth)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        help="OverLoCK variant (default: the checkpoint's model_name, else recognised from the "
+        "weights' keys and shapes)",
+    )
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        help="evaluate the first N class folders in sorted order, class i scored as head output "
+        "i (default: the head's width; the data must have at least N classes)",
+    )
+    parser.add_argument(
+        "--reparam",
+        action="store_true",
+        help="merge the dilated branches first and evaluate the deploy form (a *_reparam "
+        "checkpoint is already in it)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="ImageNet-layout root (val/<class>/*.JPEG) or TinyImageNet-layout folder; default: "
+        "the generated dataset training uses",
+    )
+    parser.add_argument("--split", choices=("val", "train"), default="val", help="split to score")
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        help="input side in px (default: 224 for ImageNet layout, 64 for TinyImageNet layout)",
+    )
+    parser.add_argument(
+        "--crop-pct",
+        type=float,
+        help="centre-crop fraction of the ImageNet evaluation transform (default: the "
+        "variant's official value, utils/recipe.py); TinyImageNet images are resized, not cropped",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument("--workers", type=int, default=2, help="loader processes (0: none)")
+    parser.add_argument(
+        "--max-per-class",
+        type=int,
+        help="cap images per class for a quick run (default: all; TinyImageNet: its 50 / 500)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the model runs (auto: CUDA when available)",
+    )
+    parser.add_argument("--out", type=Path, help="also write the result to this JSON file")
+    return parser
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Reject impossible values with one line (UsageError)."""
+    if args.img_size is not None and args.img_size < 32:
+        raise UsageError(
+            f"--img-size {args.img_size} is too small: OverLoCK downsamples by 32, use >= 32"
+        )
+    if args.crop_pct is not None and not (math.isfinite(args.crop_pct) and 0 < args.crop_pct <= 1):
+        raise UsageError(f"--crop-pct must be in (0, 1] (got {args.crop_pct})")
+    if args.batch_size < 1 or args.workers < 0:
+        raise UsageError("--batch-size must be >= 1 and --workers >= 0")
+    if args.max_per_class is not None and args.max_per_class < 1:
+        raise UsageError(f"--max-per-class must be >= 1 (got {args.max_per_class})")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise UsageError(f"--num-classes must be >= 1 (got {args.num_classes})")
+
+
+def run_evaluation(
+    argv: Sequence[str] | None, description: str, make_backend: Callable[[str], EvalBackend]
+) -> dict[str, Any]:
+    """What evaluate.py and evaluate_torch.py do: returns the report (also printed, and written to
+    --out); raises UsageError, DatasetError or CheckpointError on bad input.
+    """
+    from data import BatchLoader, resolve_data_dir
+    from data.imagenet import DEFAULT_CROP_PCT, detect_layout, open_dataset
+    from utils.recipe import recipe_for
+
+    args = build_parser(description).parse_args(argv)
+    check_numbers(args)
+    weights = load_weights(args.checkpoint, args.model)
+    root = resolve_data_dir(args.data)
+    layout = detect_layout(root)
+    if layout == "tinyimagenet" and args.crop_pct is not None:
+        raise UsageError("--crop-pct applies to ImageNet-layout data (TinyImageNet is resized)")
+    img_size = args.img_size or DEFAULT_IMG_SIZE[layout]
+    crop_pct = None
+    if layout == "imagenet":
+        crop_pct = args.crop_pct or recipe_for(weights.base_model).crop_pct
+    available = class_folder_count(root, layout)
+    classes = eval_classes(available, weights.head_classes, args.num_classes)
+    if available > classes:
+        print(f"note: {root} has {available} classes; evaluating the first {classes} (sorted)")
+    dataset = open_dataset(
+        root, args.split, classes, args.max_per_class, img_size, crop_pct or DEFAULT_CROP_PCT
+    )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    backend = make_backend(args.device)
+    merge = args.reparam and not weights.deploy
+    backend.load(weights.state, weights.model_name, weights.head_classes, merge)
+    label = weights.model_name + (" (reparameterised)" if merge else "")
+    start = time.perf_counter()
+    with BatchLoader(
+        dataset, args.batch_size, train=False, num_workers=args.workers, strict=True
+    ) as loader:
+        batches = progress(loader.batches(0), len(loader), f"{backend.name} eval")
+        result = evaluate(backend.logits, batches, weights.head_classes)
+    seconds = time.perf_counter() - start
+    report = {
+        "framework": backend.name,
+        "device": backend.device,
+        "model": weights.model_name,
+        "reparam": merge or weights.deploy,
+        "checkpoint": str(args.checkpoint),
+        "data": str(root),
+        "layout": layout,
+        "split": args.split,
+        "classes": classes,
+        "head_classes": weights.head_classes,
+        "img_size": img_size,
+        "crop_pct": crop_pct,
+        "images": result.images,
+        "top1": result.top1,
+        "top5": result.top5,
+        "loss": result.loss,
+        "correct_top1": result.correct_top1,
+        "correct_top5": result.correct_top5,
+        "seconds": seconds,
+        "images_per_s": result.images / max(seconds, 1e-9),
+    }
+    print(
+        f"{backend.name}: {label}, {args.checkpoint}: {result.images} images, "
+        f"top-1 {result.top1:.3f}%, top-5 {result.top5:.3f}%, loss {result.loss:.4f}"
+    )
+    if args.out is not None:
+        atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
+    return report
