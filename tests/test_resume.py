@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -242,6 +243,17 @@ def test_script_saves_on_a_signal_then_resumes(
     assert [int(r["epoch"]) for r in rows] == list(range(1, int(finish) + 1))
     steps = [(int(r["epoch"]), int(r["step"])) for r in _rows(tmp_path / "steps.csv")]
     assert steps == [(e, s) for e in range(1, int(finish) + 1) for s in (1, 2, 3)]
+
+
+def test_resuming_a_finished_run_changes_nothing(
+    baseline, tiny_data: Path, tmp_path: Path, capsys
+) -> None:
+    framework, out = baseline
+    done = Path(shutil.copytree(out, tmp_path / "done"))
+    before = {p.name: p.read_bytes() for p in done.iterdir() if p.is_file()}
+    assert run_training(_args(framework, tiny_data, done, "--resume"), _backend(framework)) == {}
+    assert f"has finished all {EPOCHS} epochs of this run: nothing to do" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in done.iterdir() if p.is_file()} == before
 
 
 # --- bad input: one line, exit 2, nothing written -----------------------------------------------

@@ -598,6 +598,14 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
         if main:
             write_checkpoint(backend.model_state(), args.out / f"init{backend.suffix}")
 
+    if start_epoch >= args.epochs:
+        if main:
+            print(
+                f"{latest} has finished all {start_epoch} epochs of this run: nothing to do "
+                f"(raise --epochs to train on)",
+                flush=True,
+            )
+        return {}
     info = backend.describe()
     if backend.world_size > 1:
         info["processes"] = backend.world_size
