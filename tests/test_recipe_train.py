@@ -336,3 +336,34 @@ def test_recipe_trains_on_the_imagenet_layout(
     rows = _rows(tmp_path / "log.csv")
     assert len(rows) == 2 and list(rows[0]) == list(LOG_COLUMNS + EMA_COLUMNS)
     assert all(math.isfinite(float(r["train_loss"])) for r in rows)
+
+
+def test_evaluate_scores_the_ema_weights(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    """evaluate*.py --ema reproduces the run's ema_* validation columns; a checkpoint without
+    an EMA is a one-line error.
+    """
+    import json
+
+    import evaluate
+    import evaluate_torch
+
+    run = tmp_path / "run"
+    _train(
+        "torch", _argv(tiny_data, run, "--epochs", "1", "--max-batches", "2", "--ema-decay", "0.5")
+    )
+    row = _rows(run / "log.csv")[-1]
+    assert row["ema_acc_top1"] != row["acc_top1"] or row["ema_val_loss"] != row["val_loss"]
+    argv = ["--data", str(tiny_data), "--img-size", "32", "--num-classes", "4", "--workers", "0"]
+    for main in (evaluate_torch.main, evaluate.main):
+        out = tmp_path / f"{main.__module__}.json"
+        checkpoint = str(run / f"{LATEST}.pth")
+        assert main(["--checkpoint", checkpoint, "--ema", "--out", str(out), *argv]) == 0
+        result = json.loads(out.read_text())
+        assert result["top1"] == pytest.approx(float(row["ema_acc_top1"]), abs=1e-3)
+        assert result["loss"] == pytest.approx(float(row["ema_val_loss"]), rel=1e-4)
+    capsys.readouterr()
+    plain = tmp_path / "plain"
+    _train("torch", _argv(tiny_data, plain, "--epochs", "1", "--max-batches", "1"))
+    capsys.readouterr()
+    assert evaluate_torch.main(["--checkpoint", str(plain / f"{LATEST}.pth"), "--ema", *argv]) == 2
+    assert capsys.readouterr().err.startswith("error: --ema: ")

@@ -73,14 +73,16 @@ def _short(message: str) -> str:
     return message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE] + " ..."
 
 
-def load_weights(path: Path, model: str | None = None) -> Weights:
+def load_weights(path: Path, model: str | None = None, ema: bool = False) -> Weights:
     """Read ``path`` and find the variant its weights fit (see the module docstring).
 
-    ``model``: xxt/xt/t/s/b from --model (plain or deploy form accepted). Raises UsageError or
-    CheckpointError with one line.
+    ``model``: xxt/xt/t/s/b from --model (plain or deploy form accepted). ``ema``: the EMA
+    weights of a training checkpoint (``model_ema``). Raises UsageError or CheckpointError with
+    one line.
     """
     from models.convert import (
         CheckpointError,
+        canonical_state,
         check_state,
         load_state_dict,
         num_classes_of,
@@ -90,7 +92,14 @@ def load_weights(path: Path, model: str | None = None) -> Weights:
     if not Path(path).is_file():
         raise UsageError(f"--checkpoint {path}: no such file")
     raw = read_checkpoint(path)  # read once more below; metadata of a training checkpoint
-    state = load_state_dict(path)
+    if ema:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("model_ema"), Mapping):
+            raise UsageError(
+                f"--ema: {path} holds no EMA weights (a training run with --ema-decay saves them)"
+            )
+        state = canonical_state({k: np.asarray(v) for k, v in raw["model_ema"].items()})
+    else:
+        state = load_state_dict(path)
     saved_name = raw.get("model_name") if isinstance(raw, Mapping) else None
     head = num_classes_of(state)
     if head < 1:
@@ -249,6 +258,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         "i (default: the head's width; the data must have at least N classes)",
     )
     parser.add_argument(
+        "--ema",
+        action="store_true",
+        help="score the EMA weights of a training checkpoint (runs with --ema-decay save them)",
+    )
+    parser.add_argument(
         "--reparam",
         action="store_true",
         help="merge the dilated branches first and evaluate the deploy form (a *_reparam "
@@ -317,7 +331,7 @@ def run_evaluation(
 
     args = build_parser(description).parse_args(argv)
     check_numbers(args)
-    weights = load_weights(args.checkpoint, args.model)
+    weights = load_weights(args.checkpoint, args.model, args.ema)
     root = resolve_data_dir(args.data)
     layout = detect_layout(root)
     if layout == "tinyimagenet" and args.crop_pct is not None:
