@@ -20,6 +20,7 @@ import numpy as np
 from utils.jittor_env import jt  # configures Jittor before its first import
 
 from .depthwise_jittor import use_cpu_depthwise
+from .matmul_jittor import matmul_tn
 from .na2d_jittor import na2d_av
 
 nn = jt.nn
@@ -724,7 +725,7 @@ class DynamicConvBlock(nn.Module):
         G = self.num_heads
         query = query.reshape(B, G, -1, H * W)  # b (g c) h w -> b g c n
         key = key.reshape(B, G, -1, 49)  # b (g c) 7 7 -> b g c l
-        weight = query.transpose(-1, -2) @ key  # b g n l
+        weight = matmul_tn(query, key)  # query^T @ key: b g n l (CPU: models/matmul_jittor.py)
         weight = self.weight_proj(weight.permute(0, 3, 1, 2))  # 1x1 conv over l: b l' g n
         weight = weight.permute(0, 2, 3, 1).reshape(B, G, H, W, -1)  # b g h w l'
 
