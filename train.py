@@ -71,7 +71,7 @@ class JittorBackend(Backend):
         if any(grad_checkpoint):
             raise UsageError(
                 "--grad-checkpoint: Jittor 1.3.11 has no activation recomputation; drop it "
-                "(it saves memory only and does not change results)"
+                "(it only saves memory: the gradients are the same without it)"
             )
         jt = self.jt
         # Jittor would add 2591 x rank to the seed; every process starts from the same weights.
