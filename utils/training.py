@@ -486,6 +486,15 @@ class StopSignals:
     def exit_code(self) -> int:
         return 128 + int(self.received or signal.SIGINT)
 
+    def join(self, told: float) -> bool:
+        """Whether to stop, given ``told`` = the sum over processes of ``received or 0``: all
+        must stop after the same step, or the others would wait forever in the next collective.
+        A process that got no signal itself stops as if sent SIGTERM.
+        """
+        if told > 0 and self.received is None:
+            self.received = signal.SIGTERM
+        return told > 0
+
 
 def _checkpoint_payload(
     backend: Backend,
@@ -723,13 +732,8 @@ class _MainOnlyLog(CsvLog):
 
 
 def _stop_agreed(backend: Backend, stop: StopSignals) -> bool:
-    """Whether any process was told to stop; all must stop after the same step, or the others
-    would wait forever in the next collective.
-    """
-    told = backend.all_reduce_sum([float(stop.received or 0)])[0] > 0
-    if told and stop.received is None:
-        stop.received = signal.SIGTERM  # another process got the signal
-    return told
+    """Whether any process was told to stop (a collective of its own, between steps)."""
+    return stop.join(backend.all_reduce_sum([float(stop.received or 0)])[0])
 
 
 def _save_and_stop(
@@ -832,8 +836,7 @@ def _run_epoch(
             img_s=f"{state.images_seen / max(state.step_time_s, 1e-9):.1f}",
             refresh=False,
         )
-        if told and state.batches_done < n_train:
-            stop.received = stop.received or signal.SIGTERM  # another process got the signal
+        if stop.join(told) and state.batches_done < n_train:
             bar.close()
             return None, steps
     bar.close()
@@ -847,8 +850,7 @@ def _run_epoch(
         "train_loss": sums[0] / seen,
         "train_loss_main": sums[1] / seen,
         "train_loss_aux": sums[2] / seen,
-        **_validate(backend, val, epoch, n_val, ema=False),
-        **(_validate(backend, val, epoch, n_val, ema=True) if args.ema_decay > 0 else {}),
+        **_validate(backend, val, epoch, n_val, with_ema=args.ema_decay > 0),
         "epoch_time_s": time.perf_counter() - start,
         "train_images_per_s": state.images_seen / max(train_time, 1e-9),
         "lr": lr,
@@ -856,23 +858,28 @@ def _run_epoch(
     return row, steps
 
 
-def _validate(backend: Backend, val: Any, epoch: int, n_val: int, ema: bool) -> dict[str, float]:
-    """Loss and top-1/top-5 of the main head over all processes' shards (``ema_*`` for the EMA)."""
-    loss_sum, correct, count = 0.0, np.zeros(2, dtype=np.int64), 0
+def _validate(
+    backend: Backend, val: Any, epoch: int, n_val: int, with_ema: bool
+) -> dict[str, float]:
+    """Loss and top-1/top-5 of the main head over all processes' shards, and of the EMA model
+    (``ema_*`` columns) on the same decoded batches when ``with_ema``.
+    """
+    prefixes = ("", "ema_") if with_ema else ("",)
+    sums = np.zeros((len(prefixes), 4))  # loss sum, top-1, top-5, count per model
     for images, labels in itertools.islice(val.batches(epoch), n_val):
         if len(labels) == 0:  # this process's shard of a last batch smaller than world size
             continue
-        logits = backend.eval_logits(images, ema=ema)
-        loss_sum += float(softmax_cross_entropy(logits, labels).sum())
-        correct += topk_correct(logits, labels)
-        count += len(labels)
-    loss_sum, top1, top5, count = backend.all_reduce_sum([loss_sum, *correct, count])
-    prefix = "ema_" if ema else ""
-    return {
-        f"{prefix}val_loss": loss_sum / count,
-        f"{prefix}acc_top1": 100.0 * float(top1) / count,
-        f"{prefix}acc_top5": 100.0 * float(top5) / count,
-    }
+        for row, prefix in enumerate(prefixes):
+            logits = backend.eval_logits(images, ema=prefix == "ema_")
+            loss = float(softmax_cross_entropy(logits, labels).sum())
+            sums[row] += [loss, *topk_correct(logits, labels), len(labels)]
+    totals = backend.all_reduce_sum(sums.ravel()).reshape(sums.shape)
+    metrics = {}
+    for prefix, (loss_sum, top1, top5, count) in zip(prefixes, totals, strict=True):
+        metrics[f"{prefix}val_loss"] = loss_sum / count
+        metrics[f"{prefix}acc_top1"] = 100.0 * float(top1) / count
+        metrics[f"{prefix}acc_top5"] = 100.0 * float(top5) / count
+    return metrics
 
 
 def _step_seed(seed: int, epoch: int, batch: int) -> int:
