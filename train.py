@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from models.convert import canonical_state
-from utils.options import decays
+from utils.options import param_groups
 from utils.training import Backend, UsageError, build_parser, main_guard, run_training
 
 
@@ -80,15 +80,10 @@ class JittorBackend(Backend):
         options = {"num_classes": num_classes, "sync_bn": sync_bn, "drop_path_rate": drop_path}
         self.model = make(**options)
         self.params = {n: p for n, p in self.model.named_parameters() if not p.is_stop_grad()}
-        groups = [
-            {"params": [p for n, p in self.params.items() if decays(n, p.shape, decay_1d) == on]}
-            | ({} if on else {"weight_decay": 0.0})
-            for on in (True, False)
-        ]
         # Jittor's AdamW update equals torch's (decoupled decay p *= 1 - lr*wd, bias-corrected
         # moments); its default weight_decay is 0, so the value is always passed explicitly.
         self.optimizer = jt.optim.AdamW(
-            [g for g in groups if g["params"]],
+            param_groups(self.params, decay_1d),
             lr=self.lr,
             betas=(0.9, 0.999),
             eps=1e-8,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import overlock_torch
-from utils.options import decays
+from utils.options import param_groups
 from utils.training import Backend, build_parser, main_guard, run_training
 
 
@@ -93,13 +93,8 @@ class TorchBackend(Backend):
                 forward_sync_buffers=False,
             )
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
-        groups = [
-            {"params": [p for n, p in self.params.items() if decays(n, p.shape, decay_1d) == on]}
-            | ({} if on else {"weight_decay": 0.0})
-            for on in (True, False)
-        ]
         self.optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]],
+            param_groups(self.params, decay_1d),
             lr=self.lr,
             betas=(0.9, 0.999),
             eps=1e-8,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from data.augment import Augment
@@ -247,3 +248,15 @@ def decays(name: str, shape: tuple[int, ...], decay_1d: bool) -> bool:
     not on biases and 1-D parameters (timm's ``param_groups_weight_decay``, as the official run).
     """
     return decay_1d or not (len(shape) <= 1 or name.endswith(".bias"))
+
+
+def param_groups(params: Mapping[str, Any], decay_1d: bool) -> list[dict[str, Any]]:
+    """AdamW parameter groups of either framework: the decayed parameters (the optimizer's
+    weight decay), then the exempt ones with weight decay 0; empty groups are left out.
+    """
+    groups = [
+        {"params": [p for n, p in params.items() if decays(n, tuple(p.shape), decay_1d) == on]}
+        | ({} if on else {"weight_decay": 0.0})
+        for on in (True, False)
+    ]
+    return [g for g in groups if g["params"]]
