@@ -42,8 +42,8 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from data.imagenet import decode_rgb
-from data.loader import counter_hash, load_batch
-from data.tinyimagenet import IMAGENET_MEAN, MEAN_RGB_UINT8, CorruptImageError
+from data.loader import counter_hash, decode_rows, load_batch
+from data.tinyimagenet import IMAGENET_MEAN
 
 if TYPE_CHECKING:
     from data.imagenet import ImageNet
@@ -499,16 +499,12 @@ class Augment:
         corrupt: list[str] = []
         if self.random_resized_crop:
             transform = self.train_transform(dataset.img_size)
-            s = dataset.img_size
-            hwc = np.empty((len(indices), s, s, 3), dtype=np.uint8)
-            for row, index in enumerate(indices):
-                try:
-                    hwc[row] = transform(dataset.paths[index], seed, epoch, int(index))
-                except CorruptImageError as exc:
-                    if strict:
-                        raise
-                    corrupt.append(exc.path)
-                    hwc[row] = MEAN_RGB_UINT8
+            hwc, corrupt = decode_rows(
+                lambda index: transform(dataset.paths[index], seed, epoch, index),
+                indices,
+                dataset.img_size,
+                strict,
+            )
             images = np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
         elif cache is not None:
             images = cache[indices]

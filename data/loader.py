@@ -93,21 +93,31 @@ def flip_flags(indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     return (counter_hash(seed, epoch, _FLIP_STREAM, indices) >> np.uint64(63)).astype(bool)
 
 
-def load_batch(
-    dataset: TinyImageNet | ImageNet, indices: np.ndarray, flips: np.ndarray, strict: bool = False
+def decode_rows(
+    decode: Callable[[int], np.ndarray], indices: np.ndarray, size: int, strict: bool = False
 ) -> tuple[np.ndarray, list[str]]:
-    """Decode ``indices``, flip where ``flips``: (uint8 N x 3 x H x W, undecodable paths)."""
-    s = dataset.img_size
-    hwc = np.empty((len(indices), s, s, 3), dtype=np.uint8)
+    """``decode(index)`` (size x size x 3 uint8) for each of ``indices``: (uint8 N x size x
+    size x 3, undecodable paths). An undecodable image becomes the mean colour, or with
+    ``strict`` its ``CorruptImageError`` propagates.
+    """
+    hwc = np.empty((len(indices), size, size, 3), dtype=np.uint8)
     corrupt = []
     for row, index in enumerate(indices):
         try:
-            hwc[row] = dataset.load(int(index))
+            hwc[row] = decode(int(index))
         except CorruptImageError as exc:
             if strict:
                 raise
             corrupt.append(exc.path)
             hwc[row] = MEAN_RGB_UINT8
+    return hwc, corrupt
+
+
+def load_batch(
+    dataset: TinyImageNet | ImageNet, indices: np.ndarray, flips: np.ndarray, strict: bool = False
+) -> tuple[np.ndarray, list[str]]:
+    """Decode ``indices``, flip where ``flips``: (uint8 N x 3 x H x W, undecodable paths)."""
+    hwc, corrupt = decode_rows(dataset.load, indices, dataset.img_size, strict)
     hwc[flips] = hwc[flips, :, ::-1]
     return np.ascontiguousarray(hwc.transpose(0, 3, 1, 2)), corrupt
 
