@@ -114,7 +114,12 @@ def canonical_state(state: Mapping[str, np.ndarray]) -> StateDict:
 
 def load_state_dict(path: str | os.PathLike) -> StateDict:
     """Read the model weights of a PyTorch or Jittor checkpoint as numpy arrays (torch layout)."""
-    state = _unwrap(read_checkpoint(path), path)
+    return state_dict_of(read_checkpoint(path), path)
+
+
+def state_dict_of(obj: object, path: str | os.PathLike) -> StateDict:
+    """The model weights in ``obj``, a checkpoint already read from ``path`` (for messages)."""
+    state = _unwrap(obj, path)
     return canonical_state({str(key): _to_numpy(value, key, path) for key, value in state.items()})
 
 

@@ -82,24 +82,23 @@ def load_weights(path: Path, model: str | None = None, ema: bool = False) -> Wei
     """
     from models.convert import (
         CheckpointError,
-        canonical_state,
         check_state,
-        load_state_dict,
         num_classes_of,
         read_checkpoint,
+        state_dict_of,
     )
 
     if not Path(path).is_file():
         raise UsageError(f"--checkpoint {path}: no such file")
-    raw = read_checkpoint(path)  # read once more below; metadata of a training checkpoint
+    raw = read_checkpoint(path)
     if ema:
         if not isinstance(raw, Mapping) or not isinstance(raw.get("model_ema"), Mapping):
             raise UsageError(
                 f"--ema: {path} holds no EMA weights (a training run with --ema-decay saves them)"
             )
-        state = canonical_state({k: np.asarray(v) for k, v in raw["model_ema"].items()})
+        state = state_dict_of(raw["model_ema"], path)
     else:
-        state = load_state_dict(path)
+        state = state_dict_of(raw, path)
     saved_name = raw.get("model_name") if isinstance(raw, Mapping) else None
     head = num_classes_of(state)
     if head < 1:
