@@ -2,9 +2,10 @@
 
 OverLoCK's large kernels are depthwise and run on small maps: 13x13 on 16x16, 9x9 on 4x4, 7x7
 on 2x2 at 64x64 input, plus dilated 3x3..7x7 branches. Jittor hands them to oneDNN in NCHW,
-where depthwise convolution (above all its weight gradient) has no fast path; these kernels
-visit only the kernel taps that land inside the map (on a 4x4 map, 16 of a 9x9 kernel's 81)
-and run over (image, channel) pairs with OpenMP. Jittor's ``nn.Conv2d`` calls a module's
+where depthwise convolution (above all its weight gradient) has no fast path. These kernels
+visit only the kernel taps that land inside the map (on a 4x4 map, 16 of a 9x9 kernel's 81),
+vectorise over channels (each image is transposed to H, W, C in a per-thread buffer) and run
+over images with OpenMP. Jittor's ``nn.Conv2d`` calls a module's
 ``depthwise_conv`` when it has one (that is how Jittor plugs in its own CUDA depthwise kernel);
 :func:`use_cpu_depthwise` attaches this one. Parameters and results are those of ``nn.Conv2d``
 (same math; float rounding differs in the last bits).
@@ -15,83 +16,103 @@ from __future__ import annotations
 from utils.jittor_env import jt
 
 # Shapes: x (N, C, H, W), weight (C, 1, KH, KW), y (N, C, OH, OW), OH = H + 2*PH - DH*(KH-1).
-# Each loop writes a contiguous run of one row (vectorisable); the bounds keep taps in the map.
+# Each thread takes whole images and transposes them to (H, W, C) in its own buffers, so the
+# innermost loop runs over channels: contiguous and the same length for every tap, where rows
+# of a 4x4 or 2x2 map would give 1- to 4-long loops. Taps outside the map are skipped.
 _HEADER = r"""
+    typedef in0_type T;
     const int N = in0_shape0, C = in0_shape1, H = in0_shape2, W = in0_shape3;
     const int KH = in1_shape2, KW = in1_shape3;
     const int OH = H + 2 * PH - DH * (KH - 1), OW = W + 2 * PW - DW * (KW - 1);
-    (void)N; (void)OH; (void)OW;
+    const int HW = H * W, OHW = OH * OW, K = KH * KW;
+    std::vector<T> wt((size_t)K * C);  // weight as (KH, KW, C)
+    for (int c = 0; c < C; c++)
+        for (int k = 0; k < K; k++) wt[(size_t)k * C + c] = in1_p[(size_t)c * K + k];
 """
 _FORWARD = r"""
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            const in0_type* x = in0_p + ((size_t)n * C + c) * H * W;
-            const in1_type* w = in1_p + (size_t)c * KH * KW;
-            out0_type* y = out0_p + ((size_t)n * C + c) * OH * OW;
-            for (int i = 0; i < OH * OW; i++) y[i] = 0;
+    #pragma omp parallel
+    {
+        std::vector<T> xt((size_t)HW * C), yt((size_t)OHW * C);
+        #pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const T* x = in0_p + (size_t)n * C * HW;
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < HW; i++) xt[(size_t)i * C + c] = x[(size_t)c * HW + i];
+            std::fill(yt.begin(), yt.end(), T(0));
             for (int oi = 0; oi < OH; oi++)
                 for (int ki = 0; ki < KH; ki++) {
                     const int ii = oi - PH + ki * DH;
                     if (ii < 0 || ii >= H) continue;
-                    for (int kj = 0; kj < KW; kj++) {
-                        const int shift = kj * DW - PW;  // jj = oj + shift
-                        const int lo = shift < 0 ? -shift : 0;
-                        const int hi = OW < W - shift ? OW : W - shift;
-                        const in1_type wk = w[ki * KW + kj];
-                        const in0_type* xr = x + (size_t)ii * W + shift;
-                        out0_type* yr = y + (size_t)oi * OW;
-                        for (int oj = lo; oj < hi; oj++) yr[oj] += wk * xr[oj];
+                    for (int oj = 0; oj < OW; oj++) {
+                        T* yp = yt.data() + ((size_t)oi * OW + oj) * C;
+                        for (int kj = 0; kj < KW; kj++) {
+                            const int jj = oj - PW + kj * DW;
+                            if (jj < 0 || jj >= W) continue;
+                            const T* xp = xt.data() + ((size_t)ii * W + jj) * C;
+                            const T* wp = wt.data() + ((size_t)ki * KW + kj) * C;
+                            #pragma omp simd
+                            for (int c = 0; c < C; c++) yp[c] += wp[c] * xp[c];
+                        }
                     }
                 }
+            out0_type* y = out0_p + (size_t)n * C * OHW;
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < OHW; i++) y[(size_t)c * OHW + i] = yt[(size_t)i * C + c];
         }
+    }
 """
 _BACKWARD = r"""
     // in0: x, in1: weight, in2: dy; out0: dx, out1: dweight
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            const in2_type* g = in2_p + ((size_t)n * C + c) * OH * OW;
-            const in1_type* w = in1_p + (size_t)c * KH * KW;
-            out0_type* dx = out0_p + ((size_t)n * C + c) * H * W;
-            for (int i = 0; i < H * W; i++) dx[i] = 0;
+    const int threads = omp_get_max_threads();
+    std::vector<T> dwt((size_t)threads * K * C, T(0));  // per-thread (KH, KW, C) partial sums
+    #pragma omp parallel
+    {
+        std::vector<T> xt((size_t)HW * C), gt((size_t)OHW * C), dxt((size_t)HW * C);
+        T* dw = dwt.data() + (size_t)omp_get_thread_num() * K * C;
+        #pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const T* x = in0_p + (size_t)n * C * HW;
+            const in2_type* g = in2_p + (size_t)n * C * OHW;
+            for (int c = 0; c < C; c++) {
+                for (int i = 0; i < HW; i++) xt[(size_t)i * C + c] = x[(size_t)c * HW + i];
+                for (int i = 0; i < OHW; i++) gt[(size_t)i * C + c] = g[(size_t)c * OHW + i];
+            }
+            std::fill(dxt.begin(), dxt.end(), T(0));
             for (int oi = 0; oi < OH; oi++)
                 for (int ki = 0; ki < KH; ki++) {
                     const int ii = oi - PH + ki * DH;
                     if (ii < 0 || ii >= H) continue;
-                    for (int kj = 0; kj < KW; kj++) {
-                        const int shift = kj * DW - PW;
-                        const int lo = shift < 0 ? -shift : 0;
-                        const int hi = OW < W - shift ? OW : W - shift;
-                        const in1_type wk = w[ki * KW + kj];
-                        const in2_type* gr = g + (size_t)oi * OW;
-                        out0_type* dr = dx + (size_t)ii * W + shift;
-                        for (int oj = lo; oj < hi; oj++) dr[oj] += wk * gr[oj];
+                    for (int oj = 0; oj < OW; oj++) {
+                        const T* gp = gt.data() + ((size_t)oi * OW + oj) * C;
+                        for (int kj = 0; kj < KW; kj++) {
+                            const int jj = oj - PW + kj * DW;
+                            if (jj < 0 || jj >= W) continue;
+                            const size_t at = ((size_t)ii * W + jj) * C;
+                            const T* xp = xt.data() + at;
+                            T* dxp = dxt.data() + at;
+                            const T* wp = wt.data() + ((size_t)ki * KW + kj) * C;
+                            T* dwp = dw + ((size_t)ki * KW + kj) * C;
+                            #pragma omp simd
+                            for (int c = 0; c < C; c++) {
+                                dxp[c] += wp[c] * gp[c];
+                                dwp[c] += gp[c] * xp[c];
+                            }
+                        }
                     }
                 }
+            out0_type* dx = out0_p + (size_t)n * C * HW;
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < HW; i++) dx[(size_t)c * HW + i] = dxt[(size_t)i * C + c];
         }
-    #pragma omp parallel for schedule(static)
+    }
     for (int c = 0; c < C; c++)
-        for (int ki = 0; ki < KH; ki++)
-            for (int kj = 0; kj < KW; kj++) {
-                const int shift = kj * DW - PW;
-                const int lo = shift < 0 ? -shift : 0;
-                const int hi = OW < W - shift ? OW : W - shift;
-                out1_type sum = 0;
-                for (int n = 0; n < N; n++) {
-                    const in0_type* x = in0_p + ((size_t)n * C + c) * H * W;
-                    const in2_type* g = in2_p + ((size_t)n * C + c) * OH * OW;
-                    for (int oi = 0; oi < OH; oi++) {
-                        const int ii = oi - PH + ki * DH;
-                        if (ii < 0 || ii >= H) continue;
-                        const in0_type* xr = x + (size_t)ii * W + shift;
-                        const in2_type* gr = g + (size_t)oi * OW;
-                        for (int oj = lo; oj < hi; oj++) sum += gr[oj] * xr[oj];
-                    }
-                }
-                out1_p[((size_t)c * KH + ki) * KW + kj] = sum;
-            }
+        for (int k = 0; k < K; k++) {
+            T sum = 0;
+            for (int t = 0; t < threads; t++) sum += dwt[((size_t)t * K + k) * C + c];
+            out1_p[(size_t)c * K + k] = sum;
+        }
 """
+_INCLUDES = "#include <algorithm>\n#include <vector>\n#include <omp.h>\n"
 
 
 class CPUDepthwiseConv(jt.Function):
@@ -101,7 +122,8 @@ class CPUDepthwiseConv(jt.Function):
         self.padding = (int(padding[0]), int(padding[1]))
         self.dilation = (int(dilation[0]), int(dilation[1]))
         (ph, pw), (dh, dw) = self.padding, self.dilation
-        self.defines = f"#define PH {ph}\n#define PW {pw}\n#define DH {dh}\n#define DW {dw}\n"
+        defines = f"#define PH {ph}\n#define PW {pw}\n#define DH {dh}\n#define DW {dw}\n"
+        self.defines = _INCLUDES + defines
 
     def execute(self, x: jt.Var, weight: jt.Var) -> jt.Var:
         self.saved = x, weight
