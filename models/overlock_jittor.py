@@ -20,6 +20,7 @@ import numpy as np
 from utils.jittor_env import jt  # configures Jittor before its first import
 
 from .depthwise_jittor import use_cpu_depthwise
+from .fused_jittor import GELU, batch_norm_train, layer_norm_channels, softmax_last
 from .matmul_jittor import matmul_tn
 from .na2d_jittor import na2d_av
 
@@ -56,32 +57,33 @@ class BatchNorm2d(nn.Module):
         self.num_batches_tracked = jt.zeros((1,), dtype="int64").stop_grad()
 
     def execute(self, x: jt.Var) -> jt.Var:
-        dims = [0, 2, 3]
-        if self.is_training():
-            if self.sync and jt.in_mpi:
-                # Sums, not means, are all-reduced: exact for shards of any size (and the
-                # gradient of Jittor's "add" all-reduce is right; that of its "mean" is not).
-                count = jt.array([float(x.numel() // x.shape[1])])
-                total = jt.concat([x.sum(dims=dims), count]).mpi_all_reduce("add")
-                count = total[-1]
-                mean = total[:-1] / count
-                xc = x - mean.reshape(1, -1, 1, 1)
-                var = (xc * xc).sum(dims=dims).mpi_all_reduce("add") / count
-                unbiased = var.detach() * (count / (count - 1).maximum(1)).detach()
-            else:
-                count = x.numel() // x.shape[1]
-                mean = x.mean(dims=dims)
-                xc = x - mean.reshape(1, -1, 1, 1)
-                var = (xc * xc).mean(dims=dims)
-                unbiased = var.detach() * (count / max(count - 1, 1))
-            m = self.momentum
-            self.running_mean.update((1 - m) * self.running_mean + m * mean.detach())
-            self.running_var.update((1 - m) * self.running_var + m * unbiased)
-            self.num_batches_tracked.update(self.num_batches_tracked + 1)
+        if not self.is_training():
+            return self._normalize(x, self.running_mean, self.running_var)
+        if self.sync and jt.in_mpi:
+            # Sums, not means, are all-reduced: exact for shards of any size (and the gradient
+            # of Jittor's "add" all-reduce is right; that of its "mean" is not).
+            dims = [0, 2, 3]
+            count = jt.array([float(x.numel() // x.shape[1])])
+            total = jt.concat([x.sum(dims=dims), count]).mpi_all_reduce("add")
+            count = total[-1]
+            mean = total[:-1] / count
+            xc = x - mean.reshape(1, -1, 1, 1)
+            var = (xc * xc).sum(dims=dims).mpi_all_reduce("add") / count
+            y = self._normalize(x, mean, var)
+            mean, var = mean.detach(), var.detach() * (count / (count - 1).maximum(1)).detach()
         else:
-            xc = x - self.running_mean.reshape(1, -1, 1, 1)
-            var = self.running_var
+            count = x.numel() // x.shape[1]
+            y, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps)
+            var = var * (count / max(count - 1, 1))
+        m = self.momentum  # running statistics keep the unbiased variance, as torch's
+        self.running_mean.update((1 - m) * self.running_mean + m * mean)
+        self.running_var.update((1 - m) * self.running_var + m * var)
+        self.num_batches_tracked.update(self.num_batches_tracked + 1)
+        return y
+
+    def _normalize(self, x: jt.Var, mean: jt.Var, var: jt.Var) -> jt.Var:
         scale = self.weight / jt.sqrt(var + self.eps)
+        xc = x - mean.reshape(1, -1, 1, 1)
         return xc * scale.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1)
 
 
@@ -277,13 +279,13 @@ def stem(in_chans: int = 3, embed_dim: int = 96) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_chans, embed_dim // 2, kernel_size=3, stride=2, padding=1, bias=False),
         BatchNorm2d(embed_dim // 2),
-        nn.GELU(),
+        GELU(),
         nn.Conv2d(embed_dim // 2, embed_dim // 2, kernel_size=3, padding=1, bias=False),
         BatchNorm2d(embed_dim // 2),
-        nn.GELU(),
+        GELU(),
         nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=3, stride=2, padding=1, bias=False),
         BatchNorm2d(embed_dim),
-        nn.GELU(),
+        GELU(),
         nn.Conv2d(embed_dim, embed_dim, kernel_size=3, padding=1, bias=False),
         BatchNorm2d(embed_dim),
     )
@@ -300,7 +302,7 @@ def downsample(in_dim: int, out_dim: int) -> nn.Sequential:
 class SEModule(nn.Module):
     """Squeeze-and-Excitation (Hu et al., CVPR 2018) with a GELU bottleneck."""
 
-    def __init__(self, dim: int, red: int = 8, inner_act=nn.GELU, out_act=nn.Sigmoid):
+    def __init__(self, dim: int, red: int = 8, inner_act=GELU, out_act=nn.Sigmoid):
         super().__init__()
         inner_dim = max(16, dim // red)
         self.proj = nn.Sequential(
@@ -347,9 +349,7 @@ class LayerNorm2d(nn.Module):
         self.bias = jt.zeros(dim)
 
     def execute(self, x: jt.Var) -> jt.Var:
-        xc = x - x.mean(1, keepdims=True)
-        x = xc / jt.sqrt((xc * xc).mean(1, keepdims=True) + self.eps)
-        return x * self.weight.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1)
+        return layer_norm_channels(x, self.weight, self.bias, self.eps)
 
 
 class GRN(nn.Module):
@@ -543,7 +543,7 @@ class RepConvBlock(nn.Module):
             BatchNorm2d(dim),
             SEModule(dim),
             nn.Conv2d(dim, mlp_dim, kernel_size=1),
-            nn.GELU(),
+            GELU(),
             ResDWConv(mlp_dim, kernel_size=3),
             GRN(mlp_dim),
             nn.Conv2d(mlp_dim, dim, kernel_size=1),
@@ -621,7 +621,7 @@ class DynamicConvBlock(nn.Module):
         self.fusion = nn.Sequential(
             nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1, groups=out_dim),
             BatchNorm2d(out_dim),
-            nn.GELU(),
+            GELU(),
             nn.Conv2d(out_dim, dim, kernel_size=1),
             GRN(dim),
         )
@@ -659,7 +659,7 @@ class DynamicConvBlock(nn.Module):
         self.norm2 = norm_layer(out_dim)
         self.mlp = nn.Sequential(
             nn.Conv2d(out_dim, mlp_dim, kernel_size=1),
-            nn.GELU(),
+            GELU(),
             ResDWConv(mlp_dim, kernel_size=3),
             GRN(mlp_dim),
             nn.Conv2d(mlp_dim, out_dim, kernel_size=1),
@@ -732,8 +732,8 @@ class DynamicConvBlock(nn.Module):
         attn1, attn2 = jt.split(weight, [self.smk_size**2, self.kernel_size**2], dim=-1)
         attn1 = self.apply_rpb(attn1, self.rpb1, H, W, self.smk_size)
         attn2 = self.apply_rpb(attn2, self.rpb2, H, W, self.kernel_size)
-        attn1 = nn.softmax(attn1, dim=-1)
-        attn2 = nn.softmax(attn2, dim=-1)
+        attn1 = softmax_last(attn1)
+        attn2 = softmax_last(attn2)
         # b (m g c) h w -> m b g h w c: the first half of the channels uses the small window.
         value = x.reshape(B, 2, G, -1, H, W).permute(1, 0, 2, 4, 5, 3)
 
