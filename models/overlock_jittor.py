@@ -12,7 +12,7 @@ adaptive_avg_pool2d, interpolate (bilinear) and DropPath.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,10 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+# (in_size, out_size) -> the (out, in) matrix of a 1-D linear map
+LineMatrix = Callable[[int, int], np.ndarray]
+
+
 @functools.lru_cache(maxsize=64)
 def _adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
     """(out, in) averaging matrix with torch's adaptive-pool bins [floor(i*I/O), ceil((i+1)*I/O)).
@@ -125,9 +129,7 @@ def adaptive_avg_pool2d(x: jt.Var, output_size: int | Sequence[int]) -> jt.Var:
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     if out_h == 1 and out_w == 1:
         return x.mean(dims=[2, 3], keepdims=True)
-    pool_h = jt.array(_adaptive_pool_matrix(x.shape[2], out_h))
-    pool_w = jt.array(_adaptive_pool_matrix(x.shape[3], out_w))
-    return pool_h @ x @ pool_w.transpose(1, 0)
+    return _separable_map(x, _adaptive_pool_matrix, (out_h, out_w))
 
 
 class AdaptiveAvgPool2d(nn.Module):
@@ -162,9 +164,38 @@ def _bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
 
 def interpolate(x: jt.Var, size: Sequence[int]) -> jt.Var:
     """``F.interpolate(x, size, mode='bilinear', align_corners=False)`` (NCHW), separably."""
-    interp_h = jt.array(_bilinear_matrix(x.shape[2], size[0]))
-    interp_w = jt.array(_bilinear_matrix(x.shape[3], size[1]))
-    return interp_h @ x @ interp_w.transpose(1, 0)
+    return _separable_map(x, _bilinear_matrix, tuple(size))
+
+
+@functools.lru_cache(maxsize=64)
+def _plane_matrix(
+    matrix_fn: LineMatrix, in_size: tuple[int, int], out_size: tuple[int, int]
+) -> np.ndarray:
+    """(H*W, OH*OW) matrix applying ``matrix_fn``'s row and column maps to a flattened plane.
+
+    Entries are the products of the two float32 1-D weights, taken in float64 and rounded once.
+    """
+    rows = matrix_fn(in_size[0], out_size[0]).astype(np.float64)
+    cols = matrix_fn(in_size[1], out_size[1]).astype(np.float64)
+    return np.ascontiguousarray(np.kron(rows, cols).T, dtype=np.float32)
+
+
+def _separable_map(x: jt.Var, matrix_fn: LineMatrix, size: tuple[int, int]) -> jt.Var:
+    """Apply a separable linear map (rows, then columns) to every plane of x (N, C, H, W).
+
+    Small planes take one 2-D matmul with the (H*W, OH*OW) matrix: one oneDNN call, where the
+    batched ``rows @ x @ cols.T`` is a single-threaded broadcast-reduce on the CPU. Large planes
+    (that matrix over 4 MiB) take the two small matrices.
+    """
+    N, C, H, W = x.shape
+    if H * W * size[0] * size[1] <= _PLANE_MATRIX_MAX:
+        matrix = jt.array(_plane_matrix(matrix_fn, (H, W), size))
+        return (x.reshape(N * C, H * W) @ matrix).reshape(N, C, size[0], size[1])
+    rows, cols = jt.array(matrix_fn(H, size[0])), jt.array(matrix_fn(W, size[1]))
+    return rows @ x @ cols.transpose(1, 0)
+
+
+_PLANE_MATRIX_MAX = 1 << 20  # entries
 
 
 class DropPath(nn.Module):
