@@ -207,6 +207,24 @@ def test_jittor_matches_oracle(case, form, monkeypatch):
     assert max(errors) <= 1e-10, errors
 
 
+@pytest.mark.parametrize("dtype", [jt.float64, jt.float32])
+@pytest.mark.parametrize("dim", [8, 13, 24, 40])
+def test_jittor_kernels_sum_wide_value_rows(dim, dtype):
+    """The CPU kernels sum rows in 8-lane vectors plus a scalar rest: value dims with and
+    without a rest (the cases above use dim 3, the rest alone)."""
+    rng = np.random.default_rng(dim)
+    attn = rng.standard_normal((2, 2, 9, 8, 25))
+    value = rng.standard_normal((2, 2, 9, 8, dim))
+    grad_out = rng.standard_normal(value.shape)
+    if dtype == jt.float32:  # exactly representable inputs: only the ops' rounding remains
+        attn, value, grad_out = (
+            x.astype(np.float32).astype(np.float64) for x in (attn, value, grad_out)
+        )
+    expected = oracle_av(attn, value, grad_out, (5, 5), (1, 1))
+    errors = max_errors(run_jittor(attn, value, grad_out, 5, 1, dtype), expected)
+    assert max(errors) <= (1e-10 if dtype == jt.float64 else 1e-4), errors
+
+
 @pytest.mark.parametrize("case", F32_CASES, ids=[f"K{k}-d{d}-{h}x{w}" for k, d, h, w in F32_CASES])
 def test_float32_matches_oracle(case, native):
     """float32 as in training: softmax weights, inputs exactly representable in float32 (so
