@@ -114,7 +114,9 @@ def _jittor_ops(device: str) -> dict[str, Any]:
         def run() -> None:
             out = na2d_jittor.na2d_av(a, v, kernel_size=kernel)
             if backward:
-                jt.sync(jt.grad(out.sum(), [a, v]))
+                # out too: the gradients of a sum do not need it, and lazy Jittor would skip the
+                # forward that torch runs eagerly.
+                jt.sync([out, *jt.grad(out.sum(), [a, v])])
             else:
                 out.sync()
 
