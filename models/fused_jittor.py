@@ -5,8 +5,8 @@ loop runs on one thread, and a BatchNorm's backward (two reductions over N, H, W
 element-wise pass) or GELU's backward (erf and exp per element) becomes the largest cost of a
 training step. These kernels compute the same functions with OpenMP over channels or rows and
 with hand-written gradients. Each public function falls back to the plain Jittor expression on
-CUDA, where Jittor's own kernels are parallel. Results equal the plain expressions up to float
-rounding (sums are taken in a different order).
+CUDA, where Jittor's own kernels are parallel, and for types other than float32 / float64.
+Results equal the plain expressions up to float rounding (sums are taken in another order).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ _INCLUDES = "#include <cmath>\n#include <vector>\n#include <omp.h>\n"
 
 # --- BatchNorm with batch statistics (training) -----------------------------------------------
 # x (N, C, H, W) -> y, mean (C), biased var (C); one thread per channel block. Sums are taken
-# per image plane, then accumulated in double (planes are small: H*W <= 4096 here).
+# per image plane in the input's type (vectorised), then accumulated in double.
 _BN_HEADER = r"""
     typedef in0_type T;
     const int N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;

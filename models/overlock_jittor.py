@@ -6,7 +6,9 @@ the official PyTorch model, so its checkpoints load with no missing or unexpecte
 
 Where Jittor's built-ins do not compute what PyTorch computes, this file has its own small
 version with PyTorch's semantics (each says why): BatchNorm2d, LayerNorm2d, AdaptiveAvgPool2d /
-adaptive_avg_pool2d, interpolate (bilinear) and DropPath.
+adaptive_avg_pool2d, interpolate (bilinear) and DropPath. On the CPU, BatchNorm, LayerNorm, GELU
+and softmax run as the multi-threaded kernels of ``models/fused_jittor.py`` (Jittor's generated
+CPU loops are single-threaded), depthwise convolutions as those of ``models/depthwise_jittor.py``.
 """
 
 from __future__ import annotations
