@@ -169,6 +169,9 @@ def interpolate(x: jt.Var, size: Sequence[int]) -> jt.Var:
     return _separable_map(x, _bilinear_matrix, tuple(size))
 
 
+_PLANE_MATRIX_MAX = 1 << 20  # entries of the (H*W, OH*OW) matrix (4 MiB in float32)
+
+
 @functools.lru_cache(maxsize=64)
 def _plane_matrix(
     matrix_fn: LineMatrix, in_size: tuple[int, int], out_size: tuple[int, int]
@@ -187,7 +190,7 @@ def _separable_map(x: jt.Var, matrix_fn: LineMatrix, size: tuple[int, int]) -> j
 
     Small planes take one 2-D matmul with the (H*W, OH*OW) matrix: one oneDNN call, where the
     batched ``rows @ x @ cols.T`` is a single-threaded broadcast-reduce on the CPU. Large planes
-    (that matrix over 4 MiB) take the two small matrices.
+    (that matrix over ``_PLANE_MATRIX_MAX`` entries) take the two small matrices.
     """
     N, C, H, W = x.shape
     if H * W * size[0] * size[1] <= _PLANE_MATRIX_MAX:
@@ -195,9 +198,6 @@ def _separable_map(x: jt.Var, matrix_fn: LineMatrix, size: tuple[int, int]) -> j
         return (x.reshape(N * C, H * W) @ matrix).reshape(N, C, size[0], size[1])
     rows, cols = jt.array(matrix_fn(H, size[0])), jt.array(matrix_fn(W, size[1]))
     return rows @ x @ cols.transpose(1, 0)
-
-
-_PLANE_MATRIX_MAX = 1 << 20  # entries
 
 
 class DropPath(nn.Module):
