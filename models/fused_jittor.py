@@ -84,33 +84,37 @@ _BN_BACKWARD = r"""
 """
 
 
-class _BatchNormTrain(jt.Function):
-    def __init__(self, eps: float) -> None:
+class _AffineNorm(jt.Function):
+    """A normalisation with affine weight and bias on an NCHW map: the forward kernel also returns
+    two statistics of shape ``stats_shape`` (BatchNorm: mean and variance per channel; LayerNorm:
+    mean and 1/std per pixel), which the backward kernel reads back."""
+
+    def __init__(self, eps: float, stats_shape: tuple[int, ...], forward: str, backward: str):
         self.header = f"{_INCLUDES}#define EPS T({float(eps)!r})\n"
+        self.stats_shape, self.forward, self.backward = stats_shape, forward, backward
 
     def execute(self, x: jt.Var, weight: jt.Var, bias: jt.Var) -> tuple[jt.Var, jt.Var, jt.Var]:
-        channels = (x.shape[1],)
-        y, mean, var = jt.code(
-            [x.shape, channels, channels],
+        y, stat0, stat1 = jt.code(
+            [x.shape, self.stats_shape, self.stats_shape],
             [x.dtype, x.dtype, x.dtype],
             [x, weight, bias],
             cpu_header=self.header,
-            cpu_src=_BN_HEADER + _BN_FORWARD,
+            cpu_src=self.forward,
         )
-        self.saved = x, weight, mean, var
-        return y, mean, var
+        self.saved = x, weight, stat0, stat1
+        return y, stat0, stat1
 
     def grad(self, grad_y: jt.Var | None, *_stats_grads: jt.Var | None) -> tuple:
-        x, weight, mean, var = self.saved
-        if grad_y is None:
+        if grad_y is None:  # only the statistics were used: nothing flows back
             return None, None, None
+        x, weight, stat0, stat1 = self.saved
         return tuple(
             jt.code(
                 [x.shape, weight.shape, weight.shape],
                 [x.dtype, weight.dtype, weight.dtype],
-                [x, weight, mean, var, grad_y],
+                [x, weight, stat0, stat1, grad_y],
                 cpu_header=self.header,
-                cpu_src=_BN_HEADER + _BN_BACKWARD,
+                cpu_src=self.backward,
             )
         )
 
@@ -131,7 +135,8 @@ def batch_norm_train(
         scale = weight / jt.sqrt(var + eps)
         y = xc * scale.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
         return y, mean.detach(), var.detach()
-    y, mean, var = _BatchNormTrain(eps)(x, weight, bias)
+    forward, backward = _BN_HEADER + _BN_FORWARD, _BN_HEADER + _BN_BACKWARD
+    y, mean, var = _AffineNorm(eps, (x.shape[1],), forward, backward)(x, weight, bias)
     return y, mean.detach(), var.detach()
 
 
@@ -224,35 +229,6 @@ _LN_BACKWARD = r"""
 """
 
 
-class _LayerNormChannels(jt.Function):
-    def __init__(self, eps: float) -> None:
-        self.header = f"{_INCLUDES}#define EPS T({float(eps)!r})\n"
-
-    def execute(self, x: jt.Var, weight: jt.Var, bias: jt.Var) -> jt.Var:
-        pixels = (x.shape[0], x.shape[2] * x.shape[3])
-        y, mean, rstd = jt.code(
-            [x.shape, pixels, pixels],
-            [x.dtype, x.dtype, x.dtype],
-            [x, weight, bias],
-            cpu_header=self.header,
-            cpu_src=_LN_HEADER + _LN_FORWARD,
-        )
-        self.saved = x, weight, mean, rstd
-        return y
-
-    def grad(self, grad_y: jt.Var) -> tuple[jt.Var, jt.Var, jt.Var]:
-        x, weight, mean, rstd = self.saved
-        return tuple(
-            jt.code(
-                [x.shape, weight.shape, weight.shape],
-                [x.dtype, weight.dtype, weight.dtype],
-                [x, weight, mean, rstd, grad_y],
-                cpu_header=self.header,
-                cpu_src=_LN_HEADER + _LN_BACKWARD,
-            )
-        )
-
-
 def layer_norm_channels(x: jt.Var, weight: jt.Var, bias: jt.Var, eps: float) -> jt.Var:
     """LayerNorm over dim 1 of an NCHW map (torch's permute -> LayerNorm -> permute)."""
     if x.ndim != 4 or weight.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
@@ -263,7 +239,9 @@ def layer_norm_channels(x: jt.Var, weight: jt.Var, bias: jt.Var, eps: float) -> 
         xc = x - x.mean(1, keepdims=True)
         x = xc / jt.sqrt((xc * xc).mean(1, keepdims=True) + eps)
         return x * weight.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
-    return _LayerNormChannels(eps)(x, weight, bias)
+    forward, backward = _LN_HEADER + _LN_FORWARD, _LN_HEADER + _LN_BACKWARD
+    pixels = (x.shape[0], x.shape[2] * x.shape[3])
+    return _AffineNorm(eps, pixels, forward, backward)(x, weight, bias)[0]
 
 
 # --- GELU (erf form) ---------------------------------------------------------------------------
