@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from utils.jittor_env import DEVICE, jt, onednn_active
+from utils.jittor_env import DEVICE, cuda_available, jt, onednn_active
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +59,25 @@ def test_bad_device_request_is_a_clear_error() -> None:
     )
     assert proc.returncode != 0
     assert "OVERLOCK_DEVICE='tpu'" in proc.stderr
+
+
+@pytest.mark.skipif(cuda_available(), reason="this machine has CUDA: the request is valid here")
+def test_cuda_request_without_cuda_is_one_line(tmp_path: Path) -> None:
+    """``--device cuda`` on a machine without CUDA: one line saying what to do, exit 1, no
+    traceback, nothing written."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--device", "cuda", "--data", str(tmp_path)]
+        + ["--epochs", "1", "--out", str(out)],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(("error", "Traceback"))]
+    assert proc.returncode == 1, proc.stderr
+    assert lines == [lines[0]] and "CUDA was asked for" in lines[0] and "--device cpu" in lines[0]
+    assert not out.exists()
 
 
 def test_python_keeps_sigint_and_sigchld() -> None:

@@ -16,6 +16,8 @@ import os
 import shutil
 import signal
 
+from utils.errors import SetupError
+
 ONEDNN_DIR = os.path.join(
     os.environ.get("JITTOR_HOME", os.path.expanduser("~")),
     ".cache",
@@ -25,7 +27,7 @@ ONEDNN_DIR = os.path.join(
 )
 
 
-class JittorSetupError(RuntimeError):
+class JittorSetupError(SetupError):
     """Jittor cannot run as this project requires (e.g. oneDNN missing on CPU)."""
 
 
@@ -44,6 +46,11 @@ def _wanted_device() -> str:
         raise JittorSetupError(f"OVERLOCK_DEVICE={wanted!r}: use auto, cpu or cuda")
     if wanted == "auto":
         return "cuda" if cuda_available() else "cpu"
+    if wanted == "cuda" and not cuda_available():
+        raise JittorSetupError(
+            "CUDA was asked for (--device cuda or OVERLOCK_DEVICE=cuda), but this machine has no "
+            "CUDA driver (libcuda.so.1) or no nvcc; use --device cpu"
+        )
     return wanted
 
 

@@ -895,12 +895,16 @@ def main_guard(run: Any) -> int:
     """
     from data import DatasetError
     from models.convert import CheckpointError
+    from utils.errors import SetupError
 
     try:
         run()
     except (UsageError, DatasetError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SetupError as err:  # the machine lacks something (a library, a device)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except RunStoppedError as err:
         print(str(err), file=sys.stderr)
         return err.exit_code
