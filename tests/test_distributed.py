@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.synthetic import generate
 from models.convert import read_checkpoint
+from tests.tiny import make_tiny_data, tiny_argv
 from utils.training import LATEST, LOG_COLUMNS, STEP_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,17 +49,8 @@ FRAMEWORKS = [
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "tiny"
     # 4 classes x 6 images, batch 8: 3 train batches per epoch (shards of 4); 8 val images.
-    generate(root, classes=4, train_per_class=6, val_per_class=2, size=32, seed=5)
-    return root
-
-
-def _argv(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--data", str(data), "--num-classes", "4", "--img-size", "32", "--batch-size", "8",
-        "--workers", "0", "--out", str(out), *extra,
-    ]  # fmt: skip
+    return make_tiny_data(tmp_path_factory, train_per_class=6, val_per_class=2, seed=5)
 
 
 def _launch(framework: str, nproc: int, program: list[str]) -> list[str]:
@@ -107,8 +98,8 @@ def test_two_processes_take_the_same_step_as_one(
     """Global batch 8: one process with 8 images == two with 4 each (--sync-bn), first step."""
     argv = ["--epochs", "1", "--max-batches", "1", "--sync-bn"]
     one, two = tmp_path / "one", tmp_path / "two"
-    _train(framework, 1, _argv(tiny_data, one, *argv))
-    proc = _train(framework, 2, _argv(tiny_data, two, *argv))
+    _train(framework, 1, tiny_argv(tiny_data, one, *argv))
+    proc = _train(framework, 2, tiny_argv(tiny_data, two, *argv))
     assert "2 processes sharing each batch of 8" in proc.stdout
     assert proc.stdout.count("epoch 1/1:") == 1, "only rank 0 prints"
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
@@ -181,20 +172,20 @@ def test_distributed_run_logs_stops_and_resumes(
     uninterrupted run (logs but timing, weights and optimiser state bit for bit).
     """
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    _train(framework, 2, _argv(tiny_data, whole, "--epochs", "2"))
+    _train(framework, 2, tiny_argv(tiny_data, whole, "--epochs", "2"))
     with (whole / "log.csv").open() as handle:
         assert next(csv.reader(handle)) == list(LOG_COLUMNS)
     assert [r["epoch"] for r in _rows(whole / "log.csv")] == ["1", "2"]
     assert len(_rows(whole / "steps.csv")) == 6
 
     driver = _interrupting_driver(framework, tmp_path / "driver.py", at_step=4)
-    proc = _run(framework, 2, [str(driver), *_argv(tiny_data, broken, "--epochs", "2")])
+    proc = _run(framework, 2, [str(driver), *tiny_argv(tiny_data, broken, "--epochs", "2")])
     assert proc.returncode != 0, "a stopped run does not report success"
     assert "stopped by SIGTERM in epoch 2 after batch 1/3" in proc.stderr, proc.stderr[-3000:]
     latest = broken / f"{LATEST}{SUFFIX[framework]}"
     assert read_checkpoint(latest)["epoch_progress"]["batches_done"] == 1
 
-    _train(framework, 2, _argv(tiny_data, broken, "--epochs", "2", "--resume"))
+    _train(framework, 2, tiny_argv(tiny_data, broken, "--epochs", "2", "--resume"))
     assert _rows(broken / "log.csv", TIMING) == _rows(whole / "log.csv", TIMING)
     assert _rows(broken / "steps.csv") == _rows(whole / "steps.csv")
     a = read_checkpoint(whole / f"{LATEST}{SUFFIX[framework]}")
@@ -207,7 +198,9 @@ def test_distributed_run_logs_stops_and_resumes(
 
 
 def test_a_batch_too_small_to_share_is_one_line(tiny_data: Path, tmp_path: Path) -> None:
-    proc = _run("torch", 2, ["train_torch.py", *_argv(tiny_data, tmp_path, "--batch-size", "1")])
+    proc = _run(
+        "torch", 2, ["train_torch.py", *tiny_argv(tiny_data, tmp_path, "--batch-size", "1")]
+    )
     assert proc.returncode != 0
     assert "error: --batch-size 1 is the global batch and cannot be split over 2 processes" in (
         proc.stderr

@@ -18,8 +18,8 @@ from PIL import Image
 import train
 import train_torch
 from data.augment import mixup_target
-from data.synthetic import generate
 from models.convert import read_checkpoint
+from tests.tiny import make_tiny_data, tiny_argv
 from utils.options import PROTOCOL, augment_of, recipe_report
 from utils.recipe import ema_update, soft_target_cross_entropy
 from utils.training import (
@@ -37,16 +37,7 @@ SUFFIX = {"torch": ".pth", "jittor": ".pkl"}
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "tiny"
-    generate(root, classes=4, train_per_class=8, val_per_class=3, size=32, seed=7)
-    return root
-
-
-def _argv(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--data", str(data), "--num-classes", "4", "--img-size", "32", "--batch-size", "8",
-        "--workers", "0", "--out", str(out), *extra,
-    ]  # fmt: skip
+    return make_tiny_data(tmp_path_factory, train_per_class=8, val_per_class=3, seed=7)
 
 
 def _train(framework: str, argv: list[str]) -> Backend:
@@ -121,7 +112,7 @@ def test_bad_recipe_options_are_one_line(tiny_data: Path, tmp_path: Path, capsys
         ("--random-resized-crop", "--cache"): "--cache cannot serve random resized crops",
     }
     for extra, message in cases.items():
-        argv = _argv(tiny_data, tmp_path / "bad", "--epochs", "1", *extra)
+        argv = tiny_argv(tiny_data, tmp_path / "bad", "--epochs", "1", *extra)
         assert train_torch.main(argv) == 2, extra
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
@@ -132,7 +123,7 @@ def test_bad_recipe_options_are_one_line(tiny_data: Path, tmp_path: Path, capsys
 def test_lr_follows_warmup_cosine_and_cooldown(
     framework: str, tiny_data: Path, tmp_path: Path
 ) -> None:
-    argv = _argv(
+    argv = tiny_argv(
         tiny_data, tmp_path, "--epochs", "4", "--max-batches", "1", "--sched", "cosine",
         "--warmup-epochs", "1", "--cooldown-epochs", "1", "--warmup-lr", "1e-5", "--min-lr", "1e-4",
     )  # fmt: skip
@@ -225,9 +216,10 @@ def test_recipe_ingredients_agree_across_frameworks(tiny_data: Path, tmp_path: P
     init on the same augmented batches: the same schedule and nearly the same losses.
     """
     torch_out, jittor_out = tmp_path / "torch", tmp_path / "jittor"
-    _train("torch", _argv(tiny_data, torch_out, *RECIPE_ON))
+    _train("torch", tiny_argv(tiny_data, torch_out, *RECIPE_ON))
     _train(
-        "jittor", _argv(tiny_data, jittor_out, *RECIPE_ON, "--init", str(torch_out / "init.pth"))
+        "jittor",
+        tiny_argv(tiny_data, jittor_out, *RECIPE_ON, "--init", str(torch_out / "init.pth")),
     )
     t_steps, j_steps = _rows(torch_out / "steps.csv"), _rows(jittor_out / "steps.csv")
     assert len(t_steps) == len(j_steps) == 6
@@ -250,9 +242,9 @@ def test_drop_path_runs_repeat_and_resume_exactly(
     """Drop path draws from the framework's RNG, reseeded from (seed, epoch, batch) each step."""
     common = ("--max-batches", "2", "--drop-path", "0.3", "--ema-decay", "0.5")
     whole, split = tmp_path / "whole", tmp_path / "split"
-    _train(framework, _argv(tiny_data, whole, "--epochs", "2", *common))
-    _train(framework, _argv(tiny_data, split, "--epochs", "1", *common))
-    _train(framework, _argv(tiny_data, split, "--epochs", "2", "--resume", *common))
+    _train(framework, tiny_argv(tiny_data, whole, "--epochs", "2", *common))
+    _train(framework, tiny_argv(tiny_data, split, "--epochs", "1", *common))
+    _train(framework, tiny_argv(tiny_data, split, "--epochs", "2", "--resume", *common))
     assert _rows(split / "steps.csv") == _rows(whole / "steps.csv")
     a = read_checkpoint(whole / f"{LATEST}{SUFFIX[framework]}")
     b = read_checkpoint(split / f"{LATEST}{SUFFIX[framework]}")
@@ -260,7 +252,7 @@ def test_drop_path_runs_repeat_and_resume_exactly(
         for name, value in a[part].items():
             assert np.array_equal(np.asarray(value), np.asarray(b[part][name])), (part, name)
     plain = tmp_path / "plain"
-    _train(framework, _argv(tiny_data, plain, "--epochs", "1", "--max-batches", "2"))
+    _train(framework, tiny_argv(tiny_data, plain, "--epochs", "1", "--max-batches", "2"))
     assert _rows(plain / "steps.csv")[0] != _rows(whole / "steps.csv")[0], "drop path had no effect"
 
 
@@ -269,13 +261,13 @@ def test_amp_trains_in_bfloat16_on_cpu_and_jittor_refuses(
     tiny_data: Path, tmp_path: Path, capsys
 ) -> None:
     base = ("--epochs", "1", "--max-batches", "1")
-    _train("torch", _argv(tiny_data, tmp_path / "fp32", *base))
-    _train("torch", _argv(tiny_data, tmp_path / "amp", *base, "--amp"))
+    _train("torch", tiny_argv(tiny_data, tmp_path / "fp32", *base))
+    _train("torch", tiny_argv(tiny_data, tmp_path / "amp", *base, "--amp"))
     fp32, amp = _rows(tmp_path / "fp32/steps.csv")[0], _rows(tmp_path / "amp/steps.csv")[0]
     assert fp32["loss"] != amp["loss"], "autocast changed nothing"
     assert float(amp["loss"]) == pytest.approx(float(fp32["loss"]), rel=2e-2)
     capsys.readouterr()
-    assert train.main(_argv(tiny_data, tmp_path / "j", *base, "--amp")) == 2
+    assert train.main(tiny_argv(tiny_data, tmp_path / "j", *base, "--amp")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --amp: Jittor 1.3.11 has no autocast") and err.count("\n") == 1
 
@@ -286,8 +278,8 @@ def test_grad_checkpoint_keeps_the_gradients(tiny_data: Path, tmp_path: Path, ca
     """
     base = ("--epochs", "1", "--max-batches", "2")
     checkpointed = ("--grad-checkpoint", "1", "1", "2", "1")
-    _train("torch", _argv(tiny_data, tmp_path / "plain", *base))
-    _train("torch", _argv(tiny_data, tmp_path / "ckpt", *base, *checkpointed))
+    _train("torch", tiny_argv(tiny_data, tmp_path / "plain", *base))
+    _train("torch", tiny_argv(tiny_data, tmp_path / "ckpt", *base, *checkpointed))
     assert _rows(tmp_path / "ckpt/steps.csv") == _rows(tmp_path / "plain/steps.csv")
     a = read_checkpoint(tmp_path / f"plain/{LATEST}.pth")
     b = read_checkpoint(tmp_path / f"ckpt/{LATEST}.pth")
@@ -297,7 +289,7 @@ def test_grad_checkpoint_keeps_the_gradients(tiny_data: Path, tmp_path: Path, ca
     counts = {k: int(b["model"][k]) for k in b["model"] if k.endswith("num_batches_tracked")}
     assert set(counts.values()) == {2, 4}  # 2 steps; 4 in the recomputed blocks
     assert counts["blocks1.0.proj.1.origin_bn.num_batches_tracked"] == 4
-    argv = _argv(tiny_data, tmp_path / "j", *base, "--grad-checkpoint", "1", "0", "0", "0")
+    argv = tiny_argv(tiny_data, tmp_path / "j", *base, "--grad-checkpoint", "1", "0", "0", "0")
     assert train.main(argv) == 2
     assert "error: --grad-checkpoint: Jittor 1.3.11 has no activation recomputation" in (
         capsys.readouterr().err
@@ -349,7 +341,8 @@ def test_evaluate_scores_the_ema_weights(tiny_data: Path, tmp_path: Path, capsys
 
     run = tmp_path / "run"
     _train(
-        "torch", _argv(tiny_data, run, "--epochs", "1", "--max-batches", "2", "--ema-decay", "0.5")
+        "torch",
+        tiny_argv(tiny_data, run, "--epochs", "1", "--max-batches", "2", "--ema-decay", "0.5"),
     )
     row = _rows(run / "log.csv")[-1]
     assert row["ema_acc_top1"] != row["acc_top1"] or row["ema_val_loss"] != row["val_loss"]
@@ -363,7 +356,7 @@ def test_evaluate_scores_the_ema_weights(tiny_data: Path, tmp_path: Path, capsys
         assert result["loss"] == pytest.approx(float(row["ema_val_loss"]), rel=1e-4)
     capsys.readouterr()
     plain = tmp_path / "plain"
-    _train("torch", _argv(tiny_data, plain, "--epochs", "1", "--max-batches", "1"))
+    _train("torch", tiny_argv(tiny_data, plain, "--epochs", "1", "--max-batches", "1"))
     capsys.readouterr()
     assert evaluate_torch.main(["--checkpoint", str(plain / f"{LATEST}.pth"), "--ema", *argv]) == 2
     assert capsys.readouterr().err.startswith("error: --ema: ")

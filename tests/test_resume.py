@@ -20,8 +20,8 @@ import pytest
 
 import train
 import train_torch
-from data.synthetic import generate
 from models.convert import read_checkpoint, save_state_dict
+from tests.tiny import make_tiny_data, tiny_argv
 from utils.training import (
     LATEST,
     Backend,
@@ -39,17 +39,12 @@ BACKENDS = {"torch": train_torch.TorchBackend, "jittor": train.JittorBackend}
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "tiny"
     # 4 classes x 6 images, batch 8: 3 train batches per epoch, the last one full.
-    generate(root, classes=4, train_per_class=6, val_per_class=2, size=32, seed=5)
-    return root
+    return make_tiny_data(tmp_path_factory, train_per_class=6, val_per_class=2, seed=5)
 
 
 def _argv(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--data", str(data), "--num-classes", "4", "--img-size", "32", "--batch-size", "8",
-        "--workers", "0", "--epochs", str(EPOCHS), "--out", str(out), *extra,
-    ]  # fmt: skip
+    return tiny_argv(data, out, "--epochs", str(EPOCHS), *extra)
 
 
 def _args(framework: str, data: Path, out: Path, *extra: str) -> argparse.Namespace:

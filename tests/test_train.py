@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.synthetic import generate
 from models.convert import load_state_dict, read_checkpoint
+from tests.tiny import make_tiny_data, tiny_argv
 from utils.training import LOG_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,9 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "tiny"
-    generate(root, classes=4, train_per_class=8, val_per_class=4, size=32, seed=3)
-    return root
+    return make_tiny_data(tmp_path_factory, train_per_class=8, val_per_class=4, seed=3)
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -34,13 +32,6 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def _common(data: Path, out: Path) -> list[str]:
-    return [
-        "--data", str(data), "--num-classes", "4", "--img-size", "32", "--batch-size", "8",
-        "--workers", "0", "--out", str(out),
-    ]  # fmt: skip
-
-
 def _read_log(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -49,7 +40,7 @@ def _read_log(path: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize(("script", "suffix"), [("train_torch.py", ".pth"), ("train.py", ".pkl")])
 def test_two_step_run_writes_log_and_checkpoints(tiny_data: Path, tmp_path: Path, script, suffix):
     out = tmp_path / "run"
-    proc = _run(script, *_common(tiny_data, out), "--epochs", "2", "--max-batches", "1")
+    proc = _run(script, *tiny_argv(tiny_data, out), "--epochs", "2", "--max-batches", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _read_log(out / "log.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -73,10 +64,10 @@ def test_aligned_runs_give_the_same_losses(tiny_data: Path, tmp_path: Path) -> N
     steps = 20
     args = ["--epochs", "5", "--max-batches", "4", "--lr", "1e-3"]  # 5 epochs x 4 batches = 20
     torch_out, jittor_out = tmp_path / "torch", tmp_path / "jittor"
-    proc = _run("train_torch.py", *_common(tiny_data, torch_out), *args)
+    proc = _run("train_torch.py", *tiny_argv(tiny_data, torch_out), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = _run(
-        "train.py", *_common(tiny_data, jittor_out), *args, "--init", str(torch_out / "init.pth")
+        "train.py", *tiny_argv(tiny_data, jittor_out), *args, "--init", str(torch_out / "init.pth")
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     torch_steps = _read_log(torch_out / "steps.csv")
