@@ -16,7 +16,7 @@ setup:  ## .venv (pinned Jittor + PyTorch), oneDNN for Jittor's CPU convs, OpenM
 	@tools/ensure_env.sh .venv requirements.txt
 	@tools/install_onednn.sh
 	@tools/install_mpi.sh
-	@$(PY) -c "from utils.jittor_env import jt, DEVICE; print(f'jittor {jt.__version__} ready on {DEVICE}')"
+	@$(PY) -c "from core.jittor_env import jt, DEVICE; print(f'jittor {jt.__version__} ready on {DEVICE}')"
 
 natten-env:  ## parity environment .venv-natten (torch 2.6.0 + NATTEN 0.17.4 built for CPU)
 	@tools/ensure_env.sh .venv-natten requirements-natten.txt

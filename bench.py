@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.files import atomic_write_bytes
+from core.files import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parent
 NATTEN_PYTHON = REPO / ".venv-natten" / "bin" / "python"
@@ -105,8 +105,8 @@ def _torch_ops(device: str, natten: bool) -> dict[str, Any]:
 
 
 def _jittor_ops(device: str) -> dict[str, Any]:
+    from core.jittor_env import jt
     from models import na2d_jittor
-    from utils.jittor_env import jt
 
     def na2d(attn: np.ndarray, value: np.ndarray, kernel: int, backward: bool) -> Callable:
         a, v = jt.array(attn), jt.array(value)

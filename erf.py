@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from utils.erf import STAGE_MODULES, centre_unit, run_erf
-from utils.training import main_guard
+from analysis.erf import STAGE_MODULES, centre_unit, run_erf
+from core.cli import main_guard
 
 Forward = Callable[[Any], Sequence[Any]]  # jt.Var -> stage maps; Jittor is imported lazily
 
@@ -33,7 +33,7 @@ def pick_device(device: str) -> str:
     """Configure Jittor for ``device`` (before its first import) and return the one in use."""
     if device != "auto":
         os.environ["OVERLOCK_DEVICE"] = device
-    from utils.jittor_env import DEVICE
+    from core.jittor_env import DEVICE
 
     return DEVICE
 
@@ -77,7 +77,7 @@ def stage_input_grads(forward: Forward, images: np.ndarray) -> list[np.ndarray]:
     The centre units of all images are summed into one scalar: in eval mode the images do not
     interact, so one backward pass gives every image its own gradient.
     """
-    from utils.jittor_env import jt
+    from core.jittor_env import jt
 
     x = jt.array(images)
     maps = forward(x)

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from utils.erf import STAGE_MODULES, centre_unit, run_erf
-from utils.training import main_guard
+from analysis.erf import STAGE_MODULES, centre_unit, run_erf
+from core.cli import main_guard
 
 Forward = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 

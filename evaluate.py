@@ -19,15 +19,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from utils.evaluate import run_evaluation
-from utils.training import main_guard
+from analysis.evaluate import run_evaluation
+from core.cli import main_guard
 
 
 def pick_device(device: str) -> str:
     """Configure Jittor for ``device`` (before its first import) and return the one in use."""
     if device != "auto":
         os.environ["OVERLOCK_DEVICE"] = device
-    from utils.jittor_env import DEVICE
+    from core.jittor_env import DEVICE
 
     return DEVICE
 
@@ -53,7 +53,7 @@ class JittorBackend:
         self.model = model
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        from utils.jittor_env import jt
+        from core.jittor_env import jt
 
         with jt.no_grad():
             return self.model(jt.array(images)).numpy()

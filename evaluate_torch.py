@@ -19,8 +19,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from utils.evaluate import run_evaluation
-from utils.training import UsageError, main_guard
+from analysis.evaluate import run_evaluation
+from core.cli import main_guard
+from core.errors import UsageError
 
 
 def pick_device(device: str) -> torch.device:

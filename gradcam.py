@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from analysis.gradcam import one_hot, pick_classes, run_gradcam
+from core.cli import main_guard
 from erf import JittorBackend
-from utils.gradcam import one_hot, pick_classes, run_gradcam
-from utils.training import main_guard
 
 Forward = Callable[[Any], tuple[Any, list[Any]]]  # jt.Var -> (logits, stage outputs)
 
@@ -36,7 +36,7 @@ def activations_and_grads(
     ``forward(x)`` returns (logits, stage outputs). The scores of all images are summed into one
     scalar: in eval mode images do not interact, so each gets its own gradient.
     """
-    from utils.jittor_env import jt
+    from core.jittor_env import jt
 
     x = jt.array(images)
     logits, maps = forward(x)

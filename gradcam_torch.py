@@ -21,9 +21,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from analysis.gradcam import one_hot, pick_classes, run_gradcam
+from core.cli import main_guard
 from erf_torch import TorchBackend
-from utils.gradcam import one_hot, pick_classes, run_gradcam
-from utils.training import main_guard
 
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import sys
 
-from utils.plotting import run_cli
-from utils.training import main_guard
+from analysis.plotting import run_cli
+from core.cli import main_guard
 
 
 def main(argv: list[str] | None = None) -> int:

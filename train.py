@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from models.convert import canonical_state
-from utils.options import param_groups
-from utils.training import Backend, UsageError, build_parser, main_guard, run_training
+from backends.base import Backend, param_groups
+from core.cli import main_guard
+from core.errors import UsageError
+from engine.loop import build_parser, run_training
+from models.weights import canonical_state
 
 
 class JittorBackend(Backend):
@@ -45,7 +47,7 @@ class JittorBackend(Backend):
             )
         if device != "auto":
             os.environ["OVERLOCK_DEVICE"] = device
-        from utils.jittor_env import DEVICE, jt  # configures Jittor before its first import
+        from core.jittor_env import DEVICE, jt  # configures Jittor before its first import
 
         self.jt, self.device = jt, DEVICE
         self.lr, self.weight_decay, self.aux_weight = lr, weight_decay, aux_weight

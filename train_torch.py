@@ -26,9 +26,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from backends.base import Backend, param_groups
+from core.cli import main_guard
+from engine.loop import build_parser, run_training
 from models import overlock_torch
-from utils.options import param_groups
-from utils.training import Backend, build_parser, main_guard, run_training
 
 
 class TorchBackend(Backend):

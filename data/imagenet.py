@@ -119,7 +119,7 @@ class ImageNet:
         max_per_class: cap on images per class (natural file order); ``None`` = all.
         img_size: output side in pixels.
         crop_pct: centre-crop fraction of the evaluation transform (official per variant:
-            ``utils.recipe``; timm's default 0.875).
+            ``engine.recipe``; timm's default 0.875).
         interpolation: filter of the evaluation resize (official: bicubic).
 
     Raises ``DatasetError`` with a one-line message if the layout is wrong.

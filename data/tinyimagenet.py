@@ -32,6 +32,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from core.errors import InputError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESAMPLE = Image.Resampling.BILINEAR
@@ -49,7 +51,7 @@ _SHIFT = (-np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD)).astype(np.float32)[
 MEAN_RGB_UINT8 = np.round(np.array(IMAGENET_MEAN) * 255).astype(np.uint8)
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """The dataset folder is unusable (missing/malformed file, too few classes, bad image)."""
 
 

@@ -13,7 +13,7 @@ over images with OpenMP. Jittor's ``nn.Conv2d`` calls a module's
 
 from __future__ import annotations
 
-from utils.jittor_env import jt
+from core.jittor_env import jt
 
 # Shapes: x (N, C, H, W), weight (C, 1, KH, KW), y (N, C, OH, OW), OH = H + 2*PH - DH*(KH-1).
 # Each thread takes whole images and transposes them to (H, W, C) in its own buffers, so the

@@ -11,7 +11,7 @@ Results equal the plain expressions up to float rounding (sums are taken in anot
 
 from __future__ import annotations
 
-from utils.jittor_env import jt
+from core.jittor_env import jt
 
 _INCLUDES = "#include <cmath>\n#include <vector>\n#include <omp.h>\n"
 

@@ -9,7 +9,7 @@ over (image, head) with OpenMP, each inner loop a contiguous multiply-add. On CU
 
 from __future__ import annotations
 
-from utils.jittor_env import jt
+from core.jittor_env import jt
 
 # a: (M, C, N), b: (M, C, L) -> out (M, N, L); M = flattened batch dims.
 _HEADER = r"""

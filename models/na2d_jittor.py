@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from utils.jittor_env import jt
+from core.jittor_env import jt
 
 from .na2d_common import Pair, check_na2d_args, neighbour_table
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.jittor_env import jt  # configures Jittor before its first import
+from core.jittor_env import jt  # configures Jittor before its first import
 
 from .depthwise_jittor import use_cpu_depthwise
 from .fused_jittor import GELU, batch_norm_train, layer_norm_channels, softmax_last

@@ -285,7 +285,7 @@ def test_loader_refuses_augmenting_val_and_caching_random_crops(syn: Path) -> No
 def test_framework_free_modules_import_no_framework() -> None:
     script = (
         "import sys\n"
-        "import data.augment, data.imagenet, utils.recipe\n"
+        "import data.augment, data.imagenet, engine.recipe\n"
         "print(sorted({'torch', 'jittor', 'timm'} & set(sys.modules)))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

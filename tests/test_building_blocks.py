@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from utils.jittor_env import jt
+from core.jittor_env import jt
 
 jnn = jt.nn
 ATOL = 1e-5

@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import CheckpointError
+from core.serialization import read_checkpoint, write_checkpoint
 from models import overlock_torch
-from models.convert import (
-    CheckpointError,
-    check_state,
-    convert,
-    load_state_dict,
-    read_checkpoint,
-    write_checkpoint,
-)
+from models.weights import check_state, convert, load_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +49,7 @@ def test_round_trip_is_bit_identical(torch_state, tmp_path: Path, wrap: str | No
 
 
 def test_pkl_is_jittor_loadable(torch_state, tmp_path: Path) -> None:
-    from utils.jittor_env import jt
+    from core.jittor_env import jt
 
     convert(_save_torch(torch_state, tmp_path / "w.pth"), tmp_path / "w.pkl")
     loaded = jt.load(str(tmp_path / "w.pkl"))

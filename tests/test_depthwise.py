@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+from core.jittor_env import jt
 from models import overlock_jittor as J
 from models.depthwise_jittor import CPUDepthwiseConv, use_cpu_depthwise
-from utils.jittor_env import jt
 
 # (N, C, H, W, K, padding, dilation): "same" convs of the model (kernel larger than the map
 # included), non-square maps, asymmetric shrinking outputs, dilation 2..5.

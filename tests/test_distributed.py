@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.convert import read_checkpoint
+from core.serialization import read_checkpoint
+from engine.loop import LATEST, LOG_COLUMNS, STEP_COLUMNS
 from tests.tiny import make_tiny_data, tiny_argv
-from utils.training import LATEST, LOG_COLUMNS, STEP_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"torch": "train_torch.py", "jittor": "train.py"}
@@ -143,7 +143,8 @@ def _interrupting_driver(framework: str, path: Path, at_step: int) -> Path:
         import os, signal, sys
         sys.path.insert(0, {str(REPO)!r})
         from {module} import {backend} as Backend
-        from utils.training import build_parser, main_guard, run_training
+        from core.cli import main_guard
+        from engine.loop import build_parser, run_training
 
         class Interrupted(Backend):
             calls = 0

@@ -26,12 +26,12 @@ from PIL import Image
 
 import evaluate as evaluate_jittor
 import evaluate_torch
+from analysis.evaluate import run_evaluation
 from data.imagenet import eval_transform
 from data.synthetic import generate
 from data.tinyimagenet import IMAGENET_MEAN, IMAGENET_STD
 from models import overlock_torch
-from models.convert import load_state_dict, save_state_dict
-from utils.evaluate import run_evaluation
+from models.weights import load_state_dict, save_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 8  # more than 5, so top-5 is not always a hit

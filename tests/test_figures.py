@@ -29,13 +29,14 @@ import gradcam as gradcam_jittor
 import gradcam_torch
 import plot
 import plot_torch
+from analysis import erf as erf_utils
+from analysis import gradcam as cam_utils
+from analysis import plotting
+from core.errors import UsageError
 from data.synthetic import generate
+from engine.loop import LOG_COLUMNS
 from models import overlock_torch
-from models.convert import save_state_dict
-from utils import erf as erf_utils
-from utils import gradcam as cam_utils
-from utils import plotting
-from utils.training import LOG_COLUMNS, UsageError
+from models.weights import save_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("plot.py", "plot_torch.py", "erf.py", "erf_torch.py", "gradcam.py", "gradcam_torch.py")
@@ -234,7 +235,7 @@ def _torch_conv_stack(kernels):
 
 
 def _jittor_conv_stack(kernels):
-    from utils.jittor_env import jt
+    from core.jittor_env import jt
 
     weights = [jt.array(k) for k in kernels]
 
@@ -379,7 +380,7 @@ def _torch_toy(x):
 
 
 def _jittor_toy(x):
-    from utils.jittor_env import jt
+    from core.jittor_env import jt
 
     a = jt.nn.relu(jt.nn.conv2d(x, jt.array(_toy_kernel()), padding=1))
     a = a.reshape(*a.shape[:2], 16, 2, 16, 2).mean(dims=(3, 5))

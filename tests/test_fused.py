@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+from core.jittor_env import jt
 from models import fused_jittor as fused
 from models import overlock_jittor as J
-from utils.jittor_env import jt
 
 # float64 checks the arithmetic (the kernels run in the input's type); float32 the real use.
 TOLERANCE = {"float64": 1e-12, "float32": 2e-5}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.jittor_env import DEVICE, cuda_available, jt, onednn_active
+from core.jittor_env import DEVICE, cuda_available, jt, onednn_active
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def test_missing_onednn_is_a_clear_error(tmp_path: Path) -> None:
     env = dict(os.environ, HOME=str(tmp_path), OVERLOCK_DEVICE="cpu", PYTHONPATH=str(REPO))
     env.pop("JITTOR_HOME", None)
     proc = subprocess.run(
-        [sys.executable, "-c", "import utils.jittor_env"],
+        [sys.executable, "-c", "import core.jittor_env"],
         env=env,
         capture_output=True,
         text=True,
@@ -51,7 +51,7 @@ def test_missing_onednn_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_device_request_is_a_clear_error() -> None:
     env = dict(os.environ, OVERLOCK_DEVICE="tpu", PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        [sys.executable, "-c", "import utils.jittor_env"],
+        [sys.executable, "-c", "import core.jittor_env"],
         env=env,
         capture_output=True,
         text=True,
@@ -85,7 +85,7 @@ def test_python_keeps_sigint_and_sigchld() -> None:
     process killed by a signal does not end this process."""
     script = (
         "import os, signal, subprocess, sys, time\n"
-        "from utils.jittor_env import jt\n"
+        "from core.jittor_env import jt\n"
         "assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
         "child.kill()\n"
@@ -117,7 +117,7 @@ def test_a_crash_is_reported_by_python_not_hidden_by_jittor() -> None:
     crash = (
         "import ctypes, faulthandler\n"
         "faulthandler.enable()\n"
-        "from utils.jittor_env import jt\n"
+        "from core.jittor_env import jt\n"
         "ctypes.string_at(0)\n"  # read address 0: SIGSEGV
     )
     proc = subprocess.run(

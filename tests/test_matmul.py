@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.jittor_env import jt
 from models.matmul_jittor import matmul_tn
-from utils.jittor_env import jt
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (3, 2, 5, 7, 4), (2, 4, 32, 49, 49)])

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as TF
 from torch import nn as tnn
 
+from core.jittor_env import jt
 from models import overlock_jittor as J
 from models import overlock_torch as T
-from utils.jittor_env import jt
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGIT_ATOL = 1e-4

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.jittor_env import jt
 from models import na2d_jittor, na2d_torch
 from models.na2d_common import neighbour_table, window_start
-from utils.jittor_env import jt
 
 # --------------------------------------------------------------------------------------------
 # Oracle: written from the rule, not from the implementation (lists and loops, float64).

@@ -13,7 +13,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV2
 
 from data.augment import Augment, mixup_target
-from utils.recipe import (
+from engine.recipe import (
     SOURCES,
     clip_grad_norm,
     ema_update,

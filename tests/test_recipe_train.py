@@ -1,7 +1,7 @@
 """The ImageNet recipe's framework-side ingredients in both training scripts: option resolution,
 the learning-rate schedule, weight-decay groups, EMA, gradient clipping, soft-target loss, drop
 path, mixed precision and gradient checkpointing, each against a hand-checked case or the numpy
-reference of ``utils.recipe``, and the two frameworks against each other.
+reference of ``engine.recipe``, and the two frameworks against each other.
 """
 
 from __future__ import annotations
@@ -17,12 +17,9 @@ from PIL import Image
 
 import train
 import train_torch
+from core.serialization import read_checkpoint
 from data.augment import mixup_target
-from models.convert import read_checkpoint
-from tests.tiny import make_tiny_data, tiny_argv
-from utils.options import PROTOCOL, augment_of, recipe_report
-from utils.recipe import ema_update, soft_target_cross_entropy
-from utils.training import (
+from engine.loop import (
     EMA_COLUMNS,
     LATEST,
     LOG_COLUMNS,
@@ -30,6 +27,9 @@ from utils.training import (
     build_parser,
     run_training,
 )
+from engine.options import PROTOCOL, augment_of, recipe_report
+from engine.recipe import ema_update, soft_target_cross_entropy
+from tests.tiny import make_tiny_data, tiny_argv
 
 BACKENDS = {"torch": train_torch.TorchBackend, "jittor": train.JittorBackend}
 SUFFIX = {"torch": ".pth", "jittor": ".pkl"}

@@ -20,9 +20,8 @@ import pytest
 
 import train
 import train_torch
-from models.convert import read_checkpoint, save_state_dict
-from tests.tiny import make_tiny_data, tiny_argv
-from utils.training import (
+from core.serialization import read_checkpoint
+from engine.loop import (
     LATEST,
     Backend,
     RunStoppedError,
@@ -30,6 +29,8 @@ from utils.training import (
     build_parser,
     run_training,
 )
+from models.weights import save_state_dict
+from tests.tiny import make_tiny_data, tiny_argv
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 2
@@ -329,8 +330,8 @@ def test_a_run_killed_while_saving_leaves_the_previous_checkpoint(tmp_path: Path
     path = tmp_path / f"{LATEST}{suffix}"
     script = (
         "import os, signal, numpy as np\n"
-        "from models.convert import write_checkpoint\n"
-        "import utils.files as files\n"
+        "from core.serialization import write_checkpoint\n"
+        "import core.files as files\n"
         f"path = {str(path)!r}\n"
         "write_checkpoint({'epoch': 1, 'w': np.arange(4.0)}, path)\n"
         "real = files.os.replace\n"

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.convert import load_state_dict, read_checkpoint
+from core.serialization import read_checkpoint
+from engine.loop import LOG_COLUMNS
+from models.weights import load_state_dict
 from tests.tiny import make_tiny_data, tiny_argv
-from utils.training import LOG_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 

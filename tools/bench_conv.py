@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as TF
 
-from utils.jittor_env import DEVICE, jt
+from core.jittor_env import DEVICE, jt
 
 SHAPES = [  # (in channels, out channels, size, stride): stem input and XXT stage widths
     (3, 12, 64, 2),

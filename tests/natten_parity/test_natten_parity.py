@@ -17,6 +17,7 @@ natten_functional = pytest.importorskip(
 if not hasattr(natten_functional, "na2d_av"):
     pytest.skip("this NATTEN has no na2d_av (removed in 0.20)", allow_module_level=True)
 
+from core.jittor_env import jt  # noqa: E402
 from models import na2d_torch  # noqa: E402
 from tests.test_na2d import (  # noqa: E402
     CASE_IDS,
@@ -27,7 +28,6 @@ from tests.test_na2d import (  # noqa: E402
     run_jittor,
     run_torch,
 )
-from utils.jittor_env import jt  # noqa: E402
 
 TOLERANCE = 1e-5
 

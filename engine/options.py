@@ -3,7 +3,7 @@ ImageNet-1k recipe: the learning-rate schedule, weight-decay groups, drop path, 
 clipping, mixed precision, gradient checkpointing and the training augmentations.
 
 Options whose default depends on the recipe parse to None; ``resolve_options`` then fills each
-from the protocol (``PROTOCOL``) or, with ``--recipe imagenet``, from ``utils.recipe`` for the
+from the protocol (``PROTOCOL``) or, with ``--recipe imagenet``, from ``engine.recipe`` for the
 chosen variant. A value given on the command line always wins and is reported as a change from
 the official recipe. Both training scripts use this, so their options cannot drift apart.
 """
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Mapping
 from typing import Any
 
 from data.augment import Augment
-from utils.recipe import Recipe, format_recipe, lr_at, recipe_for
+from engine.recipe import Recipe, format_recipe, lr_at, recipe_for
 
 # The TinyImageNet-20 protocol: what an option is when neither it nor --recipe is given.
 PROTOCOL: dict[str, Any] = {
@@ -241,22 +240,3 @@ def epoch_lr(args: argparse.Namespace, epoch: int) -> float:
     return lr_at(
         epoch, args.lr, cosine_epochs, args.warmup_epochs, args.warmup_lr, args.min_lr
     )  # fmt: skip
-
-
-def decays(name: str, shape: tuple[int, ...], decay_1d: bool) -> bool:
-    """Whether weight decay applies to parameter ``name``: always with ``decay_1d``, otherwise
-    not on biases and 1-D parameters (timm's ``param_groups_weight_decay``, as the official run).
-    """
-    return decay_1d or not (len(shape) <= 1 or name.endswith(".bias"))
-
-
-def param_groups(params: Mapping[str, Any], decay_1d: bool) -> list[dict[str, Any]]:
-    """AdamW parameter groups of either framework: the decayed parameters (the optimizer's
-    weight decay), then the exempt ones with weight decay 0; empty groups are left out.
-    """
-    groups = [
-        {"params": [p for n, p in params.items() if decays(n, tuple(p.shape), decay_1d) == on]}
-        | ({} if on else {"weight_decay": 0.0})
-        for on in (True, False)
-    ]
-    return [g for g in groups if g["params"]]

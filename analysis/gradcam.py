@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from PIL import Image
 
-from utils.erf import (
+from analysis.erf import (
     STAGE_NAMES,
     add_model_args,
     check_img_size,
@@ -29,9 +29,10 @@ from utils.erf import (
     to_model_input,
     val_dataset,
 )
-from utils.files import atomic_write
-from utils.plotting import DPI, FONT_SIZE, HelpFormatter, make_parent, save_figure
-from utils.training import UsageError
+from analysis.plotting import DPI, FONT_SIZE, make_parent, save_figure
+from core.cli import HelpFormatter
+from core.errors import UsageError
+from core.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -2,7 +2,7 @@
 
 Framework-free (pandas + matplotlib); ``plot.py`` and ``plot_torch.py`` are thin entry points that
 differ only in which run is primary by default. A run is one ``log.csv`` (one row per epoch, the
-columns of ``utils.training.LOG_COLUMNS``). The first run is the primary one: drawn first (a wide
+columns of ``engine.loop.LOG_COLUMNS``). The first run is the primary one: drawn first (a wide
 translucent solid line, so a second run that coincides with it stays visible on top) and listed
 first; the per-epoch gap table compares the first two runs over the epochs both have.
 """
@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from utils.files import atomic_write_bytes
-from utils.training import LOG_COLUMNS, UsageError
+from core.cli import HelpFormatter
+from core.errors import UsageError
+from core.files import atomic_write_bytes
+from engine.loop import LOG_COLUMNS
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
     from matplotlib.figure import Figure
@@ -345,16 +347,6 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> None:
 # ---------------------------------------------------------------------------------------------
 # command line (plot.py / plot_torch.py)
 # ---------------------------------------------------------------------------------------------
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the script docstring's layout (it is the manual) and shows every default that
-    the help text does not describe itself (those are None)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser(primary: str, secondary: str, description: str) -> argparse.ArgumentParser:

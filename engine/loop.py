@@ -21,8 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from utils.files import atomic_write_bytes
-from utils.options import (
+from backends.base import Backend
+from core.cli import progress
+from core.errors import RunStoppedError, UsageError
+from core.files import atomic_write_bytes
+from engine.options import (
     add_recipe_arguments,
     augment_of,
     epoch_lr,
@@ -49,18 +52,6 @@ LATEST = "checkpoint_latest"
 BEST = "checkpoint_best"
 
 
-class UsageError(ValueError):
-    """Bad input from the user: printed as one line, exit status 2, no traceback."""
-
-
-class RunStoppedError(Exception):
-    """The run ended early on purpose (a signal, a diverged loss): one line and ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     # Options resolved after parsing (None here) state their defaults in their own help.
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -68,7 +59,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class _TrainingParser(argparse.ArgumentParser):
-    """Parses, then fills the options left to the protocol or the recipe (utils.options)."""
+    """Parses, then fills the options left to the protocol or the recipe (engine.options)."""
 
     def __init__(self, framework: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -279,133 +270,6 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1,
     return [int(hits[:, : min(k, logits.shape[1])].any(axis=1).sum()) for k in ks]
 
 
-def progress(items: Iterable, total: int, desc: str, initial: int = 0, show: bool = True) -> Any:
-    """A tqdm bar on a terminal; on a pipe or file it redraws every 30 s (CI logs stay short)."""
-    from tqdm import tqdm
-
-    return tqdm(
-        items,
-        total=total,
-        initial=initial,
-        desc=desc,
-        dynamic_ncols=True,
-        leave=True,
-        mininterval=1.0 if sys.stderr.isatty() else 30.0,
-        disable=not show,
-    )
-
-
-class Backend:
-    """The framework half of a training run; train.py and train_torch.py each define one.
-
-    Everything crossing this boundary is numpy (batches in, losses/logits/weights out), so the
-    loop below is shared and the two frameworks see the same batches in the same order.
-
-    Data parallelism is the framework's own engine (torch DDP under torchrun, Jittor's MPI under
-    mpirun): the backend learns ``rank`` and ``world_size`` from it at construction, averages the
-    gradients over processes in ``train_step`` and offers the few collectives the loop needs.
-    """
-
-    name: str  # "jittor" or "torch"
-    suffix: str  # checkpoint extension: ".pkl" or ".pth"
-    rank: int = 0
-    world_size: int = 1
-
-    def __init__(
-        self,
-        device: str,
-        lr: float,
-        weight_decay: float,
-        aux_weight: float,
-        clip_grad: float = 0.0,
-        amp: bool = False,
-    ) -> None:
-        """``clip_grad``: clip the gradients' total 2-norm to it (0: off); ``amp``: mixed
-        precision. Data parallelism is set up here, from the launcher's environment.
-        """
-        raise NotImplementedError
-
-    def build(
-        self,
-        model: str,
-        num_classes: int,
-        seed: int,
-        sync_bn: bool = False,
-        drop_path: float = 0.0,
-        grad_checkpoint: Sequence[int] = (0, 0, 0, 0),
-        decay_1d: bool = True,
-        ema_decay: float = 0.0,
-    ) -> None:
-        """Create the model (weights seeded by ``seed``, the same on every process) and its
-        AdamW optimiser. ``sync_bn``: BatchNorm statistics over the global batch; ``decay_1d``:
-        weight decay on biases and 1-D parameters too (timm exempts them); ``ema_decay`` > 0
-        keeps an EMA copy of the model (timm's ModelEmaV2), updated after every step.
-        """
-        raise NotImplementedError
-
-    def set_lr(self, lr: float) -> None:
-        """The learning rate from now on (every parameter group)."""
-        raise NotImplementedError
-
-    def reseed(self, seed: int) -> None:
-        """Seed the framework's RNG (drop path) so a step's randomness depends on its position
-        in the run only: runs are repeatable and a resumed run continues bit for bit.
-        """
-        raise NotImplementedError
-
-    def ema_state(self) -> dict[str, np.ndarray] | None:
-        """The EMA model's state, or None without an EMA."""
-        raise NotImplementedError
-
-    def load_ema_state(self, state: Mapping[str, np.ndarray]) -> None:
-        raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        """Framework, version and device, for config.json and the start line."""
-        raise NotImplementedError
-
-    def model_state(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def load_model_state(self, state: Mapping[str, np.ndarray]) -> None:
-        raise NotImplementedError
-
-    def optimizer_state(self) -> dict[str, Any]:
-        """{'step': int, 'exp_avg': {param: array}, 'exp_avg_sq': {param: array}}."""
-        raise NotImplementedError
-
-    def load_optimizer_state(self, state: Mapping[str, Any]) -> None:
-        raise NotImplementedError
-
-    def train_step(
-        self, images: np.ndarray, labels: np.ndarray, loss_scale: float = 1.0
-    ) -> tuple[float, float, float]:
-        """One AdamW step on CE(main) + aux_weight * CE(aux) of this process's shard; returns the
-        shard's (total, main, aux) mean losses. ``labels``: int64 N, or float32 N x C soft targets
-        (mixup, label smoothing: CE = -sum(t * log_softmax)). The gradient is that of
-        ``loss_scale`` x the loss, averaged over processes (uneven shards weigh by their size),
-        clipped if asked; then the EMA, if any, is updated.
-        """
-        raise NotImplementedError
-
-    def eval_logits(self, images: np.ndarray, ema: bool = False) -> np.ndarray:
-        """Main-head logits in evaluation mode (of the EMA model if ``ema``)."""
-        raise NotImplementedError
-
-    def all_reduce_sum(self, values: Sequence[float]) -> np.ndarray:
-        """Element-wise sum over all processes (float64); a copy in one process."""
-        return np.array(values, dtype=np.float64)
-
-    def barrier(self) -> None:
-        """Wait until every process gets here."""
-
-    def broadcast_buffers(self) -> None:
-        """Give every process rank 0's BatchNorm statistics (each tracks its own shard's)."""
-
-    def close(self) -> None:
-        """Leave the process group, if any."""
-
-
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-sample cross entropy, computed in float64 (validation loss, same for both sides)."""
     z = logits.astype(np.float64)
@@ -539,9 +403,10 @@ def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dict[str, Any]:
+    from core.serialization import read_checkpoint, write_checkpoint
     from data import BatchLoader, resolve_data_dir
     from data.imagenet import open_dataset
-    from models.convert import check_state, load_state_dict, read_checkpoint, write_checkpoint
+    from models.weights import check_state, load_state_dict
 
     model_name = f"overlock_{args.model}"
     main = backend.rank == 0  # the one process that prints and writes
@@ -746,7 +611,7 @@ def _save_and_stop(
     state: EpochProgress,
     at: str,
 ) -> None:
-    from models.convert import write_checkpoint
+    from core.serialization import write_checkpoint
 
     if backend.rank == 0:
         write_checkpoint(_checkpoint_payload(backend, args, epoch, best, state), latest)
@@ -887,32 +752,3 @@ def _step_seed(seed: int, epoch: int, batch: int) -> int:
     from data.loader import counter_hash
 
     return int(counter_hash(seed, epoch, 8, np.array([batch]))[0] >> np.uint64(1))
-
-
-def main_guard(run: Any) -> int:
-    """Run ``run()``; bad input becomes one line on stderr and exit status 2, not a traceback;
-    a deliberate stop (signal, diverged loss) one line and its own status.
-    """
-    from data import DatasetError
-    from models.convert import CheckpointError
-    from utils.errors import SetupError
-
-    try:
-        run()
-    except (UsageError, DatasetError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except SetupError as err:  # the machine lacks something (a library, a device)
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except RunStoppedError as err:
-        print(str(err), file=sys.stderr)
-        return err.exit_code
-    except OSError as err:  # the machine, not the code: disk full, folder removed, permissions
-        where = f": {err.filename}" if err.filename else ""
-        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0

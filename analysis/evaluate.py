@@ -4,7 +4,7 @@ and evaluate_torch.py (PyTorch), so the two scripts differ only in the framework
     python evaluate_torch.py --checkpoint overlock_t_in1k_224.pth --data /path/to/imagenet
     python evaluate.py --checkpoint logs/jittor/checkpoint_best.pkl --data DIR --img-size 64
 
-Checkpoint: .pth or .pkl of either framework, read by ``models.convert`` (a bare state dict, one
+Checkpoint: .pth or .pkl of either framework, read by ``models.weights`` (a bare state dict, one
 wrapped in 'state_dict' / 'model', e.g. the official release files, or a training checkpoint of
 train.py / train_torch.py). The variant comes from --model, else from the training checkpoint's
 ``model_name``, else it is recognised from the keys and shapes; a deploy-form file (``*_reparam``)
@@ -12,7 +12,7 @@ is recognised as such. The classifier width is read from ``head.4.weight``.
 
 Data (``data.imagenet.open_dataset``): an ImageNet-layout root (``val/<class>/*.JPEG``) with the
 official evaluation transform (bicubic resize of the shorter side to ``floor(img_size /
-crop_pct)``, centre crop; ``crop_pct`` per variant from ``utils.recipe``), or a TinyImageNet-layout
+crop_pct)``, centre crop; ``crop_pct`` per variant from ``engine.recipe``), or a TinyImageNet-layout
 folder (resized to a square, as in training). ImageNet mean/std normalisation in both cases.
 
 Class rule: class folders (wnids) are sorted and class i is scored as head output i. The first N
@@ -37,9 +37,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from utils.files import atomic_write_bytes
-from utils.plotting import HelpFormatter
-from utils.training import MODELS, UsageError, progress, softmax_cross_entropy, topk_correct
+from core.cli import HelpFormatter, progress
+from core.errors import UsageError
+from core.files import atomic_write_bytes
+from engine.loop import MODELS, softmax_cross_entropy, topk_correct
 
 DEFAULT_IMG_SIZE = {"imagenet": 224, "tinyimagenet": 64}
 _MAX_MESSAGE = 300  # a checkpoint mismatch can list hundreds of keys; the line stays readable
@@ -55,7 +56,7 @@ class Weights:
     """A checkpoint's weights (torch layout, numpy) and the architecture they fit."""
 
     state: dict[str, np.ndarray]
-    model_name: str  # a models.convert.VARIANTS name: overlock_t or overlock_t_reparam
+    model_name: str  # a models.variants.ALL_MODEL_NAMES name: overlock_t or overlock_t_reparam
     head_classes: int  # width of the classifier (head.4.weight)
 
     @property
@@ -80,13 +81,9 @@ def load_weights(path: Path, model: str | None = None, ema: bool = False) -> Wei
     weights of a training checkpoint (``model_ema``). Raises UsageError or CheckpointError with
     one line.
     """
-    from models.convert import (
-        CheckpointError,
-        check_state,
-        num_classes_of,
-        read_checkpoint,
-        state_dict_of,
-    )
+    from core.errors import CheckpointError
+    from core.serialization import read_checkpoint
+    from models.weights import check_state, num_classes_of, state_dict_of
 
     if not Path(path).is_file():
         raise UsageError(f"--checkpoint {path}: no such file")
@@ -326,7 +323,7 @@ def run_evaluation(
     """
     from data import BatchLoader, resolve_data_dir
     from data.imagenet import DEFAULT_CROP_PCT, detect_layout, open_dataset
-    from utils.recipe import recipe_for
+    from engine.recipe import recipe_for
 
     args = build_parser(description).parse_args(argv)
     check_numbers(args)

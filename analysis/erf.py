@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from utils.files import atomic_write, atomic_write_bytes
-from utils.plotting import DPI, FONT_SIZE, HelpFormatter, make_parent, save_figure
-from utils.training import UsageError
+from analysis.plotting import DPI, FONT_SIZE, make_parent, save_figure
+from core.cli import HelpFormatter
+from core.errors import UsageError
+from core.files import atomic_write, atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -273,7 +274,7 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], str, int]:
     """Weights of a .pth or .pkl checkpoint of either framework, their variant and classes."""
-    from models.convert import check_state, load_state_dict
+    from models.weights import check_state, load_state_dict
 
     if not Path(path).is_file():
         raise UsageError(f"--checkpoint {path}: no such file (train.py / train_torch.py write one)")

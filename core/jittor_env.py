@@ -16,7 +16,7 @@ import os
 import shutil
 import signal
 
-from utils.errors import SetupError
+from core.errors import SetupError
 
 ONEDNN_DIR = os.path.join(
     os.environ.get("JITTOR_HOME", os.path.expanduser("~")),

@@ -1,0 +1,61 @@
+"""What every command-line script shares: the error guard, the help layout, the progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from core.errors import InputError, RunStoppedError, SetupError
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the script docstring's layout (it is the manual) and shows every default that
+    the help text does not describe itself (those are None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def main_guard(run: Callable[[], object]) -> int:
+    """Run ``run()``; bad input becomes one line on stderr and exit status 2, not a traceback;
+    a deliberate stop (signal, diverged loss) one line and its own status.
+    """
+    try:
+        run()
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SetupError as err:  # the machine lacks something (a library, a device)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except RunStoppedError as err:
+        print(str(err), file=sys.stderr)
+        return err.exit_code
+    except OSError as err:  # the machine, not the code: disk full, folder removed, permissions
+        where = f": {err.filename}" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def progress(items: Iterable, total: int, desc: str, initial: int = 0, show: bool = True) -> Any:
+    """A tqdm bar on a terminal; on a pipe or file it redraws every 30 s (CI logs stay short)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        items,
+        total=total,
+        initial=initial,
+        desc=desc,
+        dynamic_ncols=True,
+        leave=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        disable=not show,
+    )
