@@ -6,15 +6,13 @@ scripts cannot drift apart in anything but the framework calls.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
-import json
 import math
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,8 @@ import numpy as np
 from backends.base import Backend
 from core.cli import progress
 from core.errors import RunStoppedError, UsageError
-from core.files import atomic_write_bytes
+from engine.logs import BEST, EMA_COLUMNS, LATEST, LOG_COLUMNS, STEP_COLUMNS, CsvLog, write_config
+from engine.metrics import softmax_cross_entropy, topk_correct
 from engine.options import (
     add_recipe_arguments,
     augment_of,
@@ -32,24 +31,7 @@ from engine.options import (
     recipe_report,
     resolve_options,
 )
-
-MODELS = ("xxt", "xt", "t", "s", "b")
-LOG_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_loss_main",
-    "train_loss_aux",
-    "val_loss",
-    "acc_top1",
-    "acc_top5",
-    "epoch_time_s",
-    "train_images_per_s",
-    "lr",
-)
-EMA_COLUMNS = ("ema_val_loss", "ema_acc_top1", "ema_acc_top5")  # with --ema-decay
-STEP_COLUMNS = ("epoch", "step", "loss", "loss_main", "loss_aux")
-LATEST = "checkpoint_latest"
-BEST = "checkpoint_best"
+from models.variants import NAMES as MODELS
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -218,64 +200,6 @@ def prepare_out_dir(out: Path) -> None:
         raise UsageError(
             f"--out {out} is not writable ({err.strerror}); choose another folder"
         ) from err
-
-
-class CsvLog:
-    """A CSV log (OUT/log.csv: one row per epoch; OUT/steps.csv: one per step), rewritten
-    atomically after each epoch. On resume only the rows that ``keep`` accepts (those up to the
-    resumed position) are kept, so the log never holds an epoch or a step twice.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        columns: Sequence[str],
-        keep: Callable[[Mapping[str, str]], bool] | None = None,
-    ) -> None:
-        self.path = path
-        self.columns = tuple(columns)
-        self.rows: list[dict[str, str]] = []
-        if keep is not None and path.is_file():
-            with path.open(newline="") as handle:
-                self.rows = [r for r in csv.DictReader(handle) if keep(r)]
-
-    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        for row in rows:
-            missing = [c for c in self.columns if c not in row]
-            if missing:
-                raise KeyError(f"log row lacks columns {missing}")
-            self.rows.append({c: _fmt(row[c]) for c in self.columns})
-        cols = self.columns
-        lines = [",".join(cols)] + [",".join(r[c] for c in cols) for r in self.rows]
-        atomic_write_bytes(self.path, ("\n".join(lines) + "\n").encode())
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float | np.floating):
-        return f"{float(value):.6g}"
-    return str(value)
-
-
-def write_config(out: Path, args: argparse.Namespace, extra: Mapping[str, Any]) -> None:
-    """OUT/config.json: every argument and the environment, so a run can be reproduced."""
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    config.update(extra)
-    atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-
-
-def topk_correct(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> list[int]:
-    """Number of samples whose label is among the k highest logits, for each k."""
-    order = np.argsort(-logits, axis=1, kind="stable")
-    hits = order == labels[:, None]
-    return [int(hits[:, : min(k, logits.shape[1])].any(axis=1).sum()) for k in ks]
-
-
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-sample cross entropy, computed in float64 (validation loss, same for both sides)."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=1))
-    return log_norm - z[np.arange(len(labels)), labels]
 
 
 @dataclass
