@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from core.errors import InputError, RunStoppedError, SetupError
 
@@ -18,6 +19,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         if action.default is None:
             return action.help
         return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and where the manual is, not the full usage
+    (which for the training scripts is 22 lines above the line that matters)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def main_guard(run: Callable[[], object]) -> int:
@@ -36,13 +45,28 @@ def main_guard(run: Callable[[], object]) -> int:
         print(str(err), file=sys.stderr)
         return err.exit_code
     except OSError as err:  # the machine, not the code: disk full, folder removed, permissions
-        where = f": {err.filename}" if err.filename else ""
-        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "free some space and run again (a stopped training run continues with --resume)",
+    errno.EDQUOT: "free some space and run again (a stopped training run continues with --resume)",
+    errno.EACCES: "choose a folder you can write to",
+    errno.EPERM: "choose a folder you can write to",
+    errno.EROFS: "choose a folder on a writable file system",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line: what failed, on which file, and what to do about it."""
+    where = f" ({err.filename})" if err.filename else ""
+    hint = _OS_ERROR_HINTS.get(err.errno)
+    return f"{err.strerror or err}{where}" + (f"; {hint}" if hint else "")
 
 
 def progress(items: Iterable, total: int, desc: str, initial: int = 0, show: bool = True) -> Any:

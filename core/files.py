@@ -2,26 +2,68 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from core.errors import UsageError
+
+
+def _temporary_prefix(path: Path, pid: int) -> str:
+    return f".{path.name}.{pid}."
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers of ``path`` killed mid-write (SIGKILL, power
+    loss) left beside it; a temporary file of a live process stays. Returns those removed."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then rename it."""
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then rename it.
+
+    An OSError (no space, no permission) names ``path``, not the hidden temporary file.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(
+            prefix=_temporary_prefix(path, os.getpid()), suffix=".tmp", dir=path.parent
+        )
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
     umask = os.umask(0)
     os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions of a new file
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give a new file's usual permissions
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno or errno.EIO, err.strerror or str(err), str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -30,3 +72,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     atomic_write(path, lambda handle: handle.write(data))
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str) -> Path:
+    """Create ``folder`` if needed and prove a file can be written there, before any work is
+    spent; ``what`` names it for the user (e.g. "--out logs/x"). Raises UsageError."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"{what}: folder {folder} is not writable ({err.strerror}); choose another one"
+        ) from err
+    return folder

@@ -6,6 +6,7 @@ importing Jittor). Tensors come back as numpy arrays; every write is atomic.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 from collections.abc import Mapping
@@ -83,8 +84,11 @@ def write_checkpoint(obj: object, path: str | os.PathLike) -> None:
     if suffix in TORCH_SUFFIXES:
         import torch
 
-        tree = _to_torch_tree(obj)
-        atomic_write(path, lambda handle: torch.save(tree, handle))
+        # Serialised in memory first: torch.save reports a failed file write (a full disk) as a
+        # RuntimeError from its zip writer; a plain write raises OSError with the errno.
+        buffer = io.BytesIO()
+        torch.save(_to_torch_tree(obj), buffer)
+        atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
     else:
         body = pickle.dumps(obj, 4)
         atomic_write(
