@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import functools
 import os
 import shutil
 import signal
+import sys
+import threading
+from collections.abc import Callable
 
 from core.errors import SetupError
 
@@ -90,11 +94,72 @@ if DEVICE == "cpu":
             "(it installs Debian's libdnnl-dev and lays it out there)"
         )
 
+# Jittor's info and warning lines ("[i 1201 ...] Found mpicc ...") are off unless asked for with
+# OVERLOCK_JITTOR_LOG=1 or Jittor's own log_silent / log_v: the first line a user reads is ours.
+if os.environ.get("OVERLOCK_JITTOR_LOG") != "1" and not {"log_silent", "log_v"} & set(os.environ):
+    os.environ["log_silent"] = "1"
+# Silence also hides Jittor's compile progress: say why a first import takes minutes.
+_slow_import_note = threading.Timer(
+    15.0,
+    lambda: print(
+        "Jittor is compiling its kernels for this machine (first use: a few minutes) ...",
+        file=sys.stderr,
+        flush=True,
+    ),
+)
+_slow_import_note.daemon = True
+_slow_import_note.start()
 _handlers = _saved_signal_handlers()
 import jittor as jt  # noqa: E402  (must follow the environment set-up above)
+import jittor_utils  # noqa: E402
 from jittor import compile_extern  # noqa: E402
 
 _restore_signal_handlers(_handlers)
+_slow_import_note.cancel()
+
+
+class _ClosedPool:
+    """Stands for a shut-down compile pool in ``jittor_utils`` (its cleanup calls ``__exit__``)."""
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+def _isolated_pool_initializer(original: Callable[[], None], parent: int) -> None:
+    # In a process group of its own, a compile worker gets no Ctrl-C or group SIGTERM: a worker
+    # killed by one dies holding the pool's queue lock, and the parent's exit then blocks for
+    # ever in Pool.terminate (jittor_utils.pool_cleanup). It still dies with its parent.
+    os.setpgrp()
+    if os.name == "posix":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+    original()
+
+
+def _close_compile_pool() -> None:
+    pool = getattr(jittor_utils, "p", None)
+    if pool is not None:
+        pool.__exit__(None, None, None)
+    jittor_utils.p = _ClosedPool()
+    jittor_utils.pool_size = 0  # the next compile job starts a new (isolated) pool
+
+
+def _isolate_compile_workers() -> None:
+    """Jittor's import starts a pool of compiler processes in the caller's process group; end it
+    now (it is idle) and have every later one start its workers in their own group."""
+    original = jittor_utils.pool_initializer
+    if getattr(original, "func", None) is _isolated_pool_initializer:
+        return
+    if jittor_utils.pool_size:
+        _close_compile_pool()
+    jittor_utils.pool_initializer = functools.partial(
+        _isolated_pool_initializer, original, os.getpid()
+    )
+    jittor_utils.pool_cleanup = _close_compile_pool
+
+
+_isolate_compile_workers()
 if not faulthandler.is_enabled():  # a crash in a kernel still shows the Python stack
     faulthandler.enable()
 
