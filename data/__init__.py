@@ -1,33 +1,51 @@
-"""Framework-free TinyImageNet-N data pipeline (numpy + Pillow only; no torch/jittor here).
+"""The framework-free data pipeline: datasets, deterministic batches, the recipe's augmentations.
 
-Both the Jittor and the PyTorch training scripts use it, so they see bit-identical batches::
+It imports only ``core`` from the project, and numpy and Pillow from outside; never torch,
+jittor or timm. The Jittor and the PyTorch training scripts both use it, so they see
+bit-identical batches::
 
-    from data import BatchLoader, TinyImageNet, resolve_data_dir
+    from data import BatchLoader, open_dataset, resolve_data_dir
 
     root = resolve_data_dir(args.data_dir)          # None -> generated synthetic default
-    train = TinyImageNet(root, "train", num_classes=20, img_size=64)
+    train = open_dataset(root, "train", num_classes=20, img_size=64)
     with BatchLoader(train, 64, seed=args.seed, num_workers=2) as loader:
         for epoch in range(start_epoch, epochs):
             for images, labels in loader.batches(epoch, start_batch=0):
                 ...  # float32 N x 3 x 64 x 64, int64 N: wrap with jt.array / torch.from_numpy
 
-``data.synthetic`` is imported only when needed, so ``python -m data.synthetic`` runs cleanly.
+What lives where, bottom first (each module imports only those above it):
+
+- ``images``: image decoding (``decode_rgb``, ``decode_image``), the errors (``DatasetError``,
+  ``CorruptImageError``), the normalisation constants and ``normalize``, file-name ordering.
+- ``streams``: every random stream in one table (``Stream``) and the counter hash they come from
+  (``counter_hash``, ``epoch_order``, ``flip_flags``, ``step_seed``, seeded generators).
+- ``tinyimagenet``, ``imagenet``: the two folder layouts' readers (``TinyImageNet``,
+  ``ImageNet`` with the evaluation transform ``eval_transform``).
+- ``datasets``: the layout dispatch (``detect_layout``, ``open_dataset``).
+- ``randaugment``, ``augment``: the recipe's augmentations as pure transforms (``Augment``,
+  ``TrainTransform``, ``RandAugment``, mixup/cutmix, random erasing).
+- ``loader``: ``BatchLoader``, which owns the I/O: decoding, worker processes, the RAM cache.
+- ``synthetic``: the generated default dataset (``python -m data.synthetic``); imported only when
+  needed, so ``python -m data.synthetic`` runs cleanly. ``bench``: ``python -m data.bench``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from data.loader import BatchLoader, counter_hash, epoch_order, flip_flags, load_batch
-from data.tinyimagenet import (
+from data.datasets import detect_layout, open_dataset
+from data.imagenet import ImageNet
+from data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CorruptImageError,
     DatasetError,
-    TinyImageNet,
     decode_image,
     normalize,
 )
+from data.loader import BatchLoader, load_batch
+from data.streams import Stream, counter_hash, epoch_order, flip_flags, step_seed
+from data.tinyimagenet import TinyImageNet
 
 
 def default_dataset_dir() -> Path:
@@ -55,14 +73,19 @@ __all__ = [
     "BatchLoader",
     "CorruptImageError",
     "DatasetError",
+    "ImageNet",
+    "Stream",
     "TinyImageNet",
     "counter_hash",
     "decode_image",
     "default_dataset_dir",
+    "detect_layout",
     "ensure_default_dataset",
     "epoch_order",
     "flip_flags",
     "load_batch",
     "normalize",
+    "open_dataset",
     "resolve_data_dir",
+    "step_seed",
 ]

@@ -1,27 +1,24 @@
-"""Training augmentations of the official ImageNet recipe, in numpy + Pillow only (no torch).
+"""Training augmentations of the official ImageNet recipe, as pure numpy + Pillow transforms.
 
 The official OverLoCK run trains with timm 0.6.12's pipeline (``train.py`` of the official repo,
 prefetcher on): per image ``RandomResizedCropAndInterpolation`` -> horizontal flip ->
 ``RandAugment`` (uint8, in the loader workers); per batch ``FastCollateMixup`` (mixup/cutmix on
 uint8 with rounding, soft targets with label smoothing folded in, in the workers); then, on the
-normalised float batch, ``RandomErasing``. This module re-implements each step with the same
-arithmetic and the same sequence of random draws as timm, but every draw comes from a generator
-seeded by ``data.loader.counter_hash`` instead of process-global state, so two processes, two
-frameworks and a resumed run get bit-identical batches whichever worker computes them:
+normalised float batch, ``RandomErasing``. This module (with ``data.randaugment``) re-implements
+each step with the same arithmetic and the same sequence of random draws as timm, but every draw
+comes from a generator seeded from a named stream of ``data.streams`` (``Stream.TRANSFORM``,
+``CHOICE``, ``ERASE``, ``ERASE_PIXELS``, ``MIX``) instead of process-global state, so two
+processes, two frameworks and a resumed run get bit-identical batches whichever worker computes
+them.
 
-    stream 3  per image (seed, epoch, dataset index): ``random.Random`` for the crop, its
-              interpolation, the flip and RandAugment's probabilities/magnitudes/signs
-    stream 4  per image: ``numpy.random.RandomState`` for RandAugment's op choice
-    stream 5  per image: ``random.Random`` for the random-erasing box
-    stream 6  per image: ``RandomState`` for the erased pixels (normal noise)
-    stream 7  per (seed, epoch, batch * world_size + rank): ``RandomState`` for mixup/cutmix
+Every step is a pure function of its inputs and (seed, epoch, index): decoding, caching and
+workers belong to ``data.loader``, which calls ``Augment.train_transform``, ``Augment.mix_shard``
+and ``Augment.erase``.
 
-(streams 1 and 2 are the loader's order and flips). Given the same generator state, each step
-returns exactly what timm returns (``tests/test_augment.py`` checks it against timm; the cutmix
-box is 0.6.12's, which later timm versions changed), except the flip coin and the erased pixels,
-which timm draws with torch: here they have the same distributions. Both generator types are
-stable across Python/numpy versions (``random.Random`` seeding by int and numpy's legacy
-``RandomState`` stream are frozen). Cost at 224 px on one core: ~3 ms per image plus its
+Given the same generator state, each step returns exactly what timm returns
+(``tests/data/test_augment.py`` checks it against timm; the cutmix box is 0.6.12's, which later
+timm versions changed), except the flip coin and the erased pixels, which timm draws with torch:
+here they have the same distributions. Cost at 224 px on one core: ~3 ms per image plus its
 decoding; mixing ~0.15 s per 256 images (in the worker); erasing ~30 ms per 256 (main process).
 
 Under data parallelism mixup/cutmix pairs image i with image N-1-i *of each process's shard*, as
@@ -32,192 +29,15 @@ from __future__ import annotations
 
 import math
 import random
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
-from data.imagenet import decode_rgb
-from data.loader import counter_hash, decode_rows, load_batch
-from data.tinyimagenet import IMAGENET_MEAN
-
-if TYPE_CHECKING:
-    from data.imagenet import ImageNet
-    from data.tinyimagenet import TinyImageNet
-
-_TRANSFORM_STREAM, _CHOICE_STREAM, _ERASE_STREAM, _ERASE_PIXEL_STREAM, _MIX_STREAM = 3, 4, 5, 6, 7
-
-BILINEAR, BICUBIC = Image.Resampling.BILINEAR, Image.Resampling.BICUBIC
-_INTERPOLATIONS = {"bilinear": BILINEAR, "bicubic": BICUBIC, "random": (BILINEAR, BICUBIC)}
-_LEVEL_DENOM = 10.0  # timm: magnitude M is the fraction M / 10 of each op's range
-
-
-def _key(seed: int, epoch: int, stream: int, index: int) -> int:
-    return int(counter_hash(seed, epoch, stream, np.array([index], dtype=np.uint64))[0])
-
-
-def _py_rng(seed: int, epoch: int, stream: int, index: int) -> random.Random:
-    return random.Random(_key(seed, epoch, stream, index))
-
-
-def _np_rng(seed: int, epoch: int, stream: int, index: int) -> np.random.RandomState:
-    key = _key(seed, epoch, stream, index)
-    return np.random.RandomState(np.array([key & 0xFFFFFFFF, key >> 32], dtype=np.uint32))
-
-
-def _resample(interpolation: Image.Resampling | tuple, rng: random.Random) -> Image.Resampling:
-    # timm picks one of (bilinear, bicubic) per call when the interpolation is "random".
-    return rng.choice(interpolation) if isinstance(interpolation, tuple) else interpolation
-
-
-# --- RandAugment -----------------------------------------------------------------------------
-def _negate(value: float, rng: random.Random) -> float:
-    return -value if rng.random() > 0.5 else value
-
-
-def _enhance_increasing(m: float, rng: random.Random) -> tuple[float]:
-    return (max(0.1, 1.0 + _negate((m / _LEVEL_DENOM) * 0.9, rng)),)
-
-
-# Level functions: magnitude (0..10) -> op arguments, exactly timm's arithmetic and draw order.
-_LEVELS: dict[str, Callable[[float, random.Random], tuple]] = {
-    "AutoContrast": lambda m, rng: (),
-    "Equalize": lambda m, rng: (),
-    "Invert": lambda m, rng: (),
-    "Rotate": lambda m, rng: (_negate((m / _LEVEL_DENOM) * 30.0, rng),),
-    "Posterize": lambda m, rng: (int((m / _LEVEL_DENOM) * 4),),
-    "PosterizeIncreasing": lambda m, rng: (4 - int((m / _LEVEL_DENOM) * 4),),
-    "Solarize": lambda m, rng: (int((m / _LEVEL_DENOM) * 256),),
-    "SolarizeIncreasing": lambda m, rng: (256 - int((m / _LEVEL_DENOM) * 256),),
-    "SolarizeAdd": lambda m, rng: (int((m / _LEVEL_DENOM) * 110),),
-    "Color": lambda m, rng: ((m / _LEVEL_DENOM) * 1.8 + 0.1,),
-    "ColorIncreasing": _enhance_increasing,
-    "Contrast": lambda m, rng: ((m / _LEVEL_DENOM) * 1.8 + 0.1,),
-    "ContrastIncreasing": _enhance_increasing,
-    "Brightness": lambda m, rng: ((m / _LEVEL_DENOM) * 1.8 + 0.1,),
-    "BrightnessIncreasing": _enhance_increasing,
-    "Sharpness": lambda m, rng: ((m / _LEVEL_DENOM) * 1.8 + 0.1,),
-    "SharpnessIncreasing": _enhance_increasing,
-    "ShearX": lambda m, rng: (_negate((m / _LEVEL_DENOM) * 0.3, rng),),
-    "ShearY": lambda m, rng: (_negate((m / _LEVEL_DENOM) * 0.3, rng),),
-    "TranslateXRel": lambda m, rng: (_negate((m / _LEVEL_DENOM) * 0.45, rng),),
-    "TranslateYRel": lambda m, rng: (_negate((m / _LEVEL_DENOM) * 0.45, rng),),
-}
-# timm's _RAND_TRANSFORMS (inc0) and _RAND_INCREASING_TRANSFORMS (inc1), in timm's order: the
-# op choice draws an index into this list.
-RAND_OPS = (
-    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "SolarizeAdd",
-    "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel",
-    "TranslateYRel",
-)  # fmt: skip
-RAND_INCREASING_OPS = (
-    "AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing",
-    "SolarizeAdd", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
-    "SharpnessIncreasing", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel",
-)  # fmt: skip
-_ENHANCERS = {
-    "Color": ImageEnhance.Color,
-    "Contrast": ImageEnhance.Contrast,
-    "Brightness": ImageEnhance.Brightness,
-    "Sharpness": ImageEnhance.Sharpness,
-}
-
-
-class RandAugment:
-    """timm's ``rand_augment_transform(config, hparams)`` on RGB PIL images, with explicit
-    generators instead of the global ``random``/``np.random`` (same draws in the same order).
-
-    Args:
-        config: timm's config string, ``rand-m<M>[-n<N>][-mstd<S>][-mmax<X>][-inc<0|1>]``
-            (official: ``rand-m9-mstd0.5-inc1``: 2 ops, magnitude ~ N(9, 0.5) clipped to [0, 10],
-            ops whose severity increases with the magnitude).
-        mean: fill colour of geometric ops = round(255 * mean), as timm's ``img_mean`` hparam.
-        interpolation: of the geometric ops; ``"random"`` picks bilinear or bicubic per op (timm
-            does this when the training interpolation is "random", as in the official run).
-    """
-
-    def __init__(
-        self,
-        config: str,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        interpolation: str = "random",
-    ) -> None:
-        self.config = config
-        sections = config.split("-")
-        if sections[0] != "rand":
-            raise ValueError(f"RandAugment config must start with 'rand', got {config!r}")
-        self.magnitude, self.num_layers, self.magnitude_std = _LEVEL_DENOM, 2, 0.0
-        self.magnitude_max: float | None = None
-        increasing = False
-        for section in sections[1:]:
-            key, val, *_ = re.split(r"(\d.*)", section) + [""]
-            if key == "m":
-                self.magnitude = int(val)
-            elif key == "n":
-                self.num_layers = int(val)
-            elif key == "mstd":  # timm: above 100 means uniform in [0, M]
-                self.magnitude_std = math.inf if float(val) > 100 else float(val)
-            elif key == "mmax":
-                self.magnitude_max = int(val)
-            elif key == "inc":
-                increasing = bool(int(val))
-            else:
-                raise ValueError(f"unsupported RandAugment section {section!r} in {config!r}")
-        self.ops = RAND_INCREASING_OPS if increasing else RAND_OPS
-        self.fill = tuple(min(255, round(255 * x)) for x in mean)
-        self.interpolation = _INTERPOLATIONS[interpolation]
-
-    def __call__(
-        self, img: Image.Image, rng: random.Random, np_rng: np.random.RandomState
-    ) -> Image.Image:
-        """Apply ``num_layers`` ops drawn with replacement, each with probability 0.5."""
-        for k in np_rng.choice(len(self.ops), self.num_layers, replace=True):
-            img = self._apply(self.ops[k], img, rng)
-        return img
-
-    def _apply(self, name: str, img: Image.Image, rng: random.Random) -> Image.Image:
-        if rng.random() > 0.5:  # timm AugmentOp, prob 0.5
-            return img
-        m = self.magnitude
-        if self.magnitude_std == math.inf:
-            m = rng.uniform(0, m)
-        elif self.magnitude_std > 0:
-            m = rng.gauss(m, self.magnitude_std)
-        m = max(0.0, min(m, self.magnitude_max or _LEVEL_DENOM))
-        args = _LEVELS[name](m, rng)
-        base = name.removesuffix("Increasing")
-        if base in _ENHANCERS:
-            return _ENHANCERS[base](img).enhance(*args)
-        if base == "AutoContrast":
-            return ImageOps.autocontrast(img)
-        if base == "Equalize":
-            return ImageOps.equalize(img)
-        if base == "Invert":
-            return ImageOps.invert(img)
-        if base == "Posterize":
-            return img if args[0] >= 8 else ImageOps.posterize(img, args[0])
-        if base == "Solarize":
-            return ImageOps.solarize(img, args[0])
-        if base == "SolarizeAdd":  # add to pixels below 128, saturating
-            lut = [min(255, i + args[0]) if i < 128 else i for i in range(256)]
-            return img.point(lut * len(img.getbands()))
-        resample = _resample(self.interpolation, rng)
-        if base == "Rotate":
-            return img.rotate(args[0], resample=resample, fillcolor=self.fill)
-        w, h = img.size
-        matrix = {
-            "ShearX": (1, args[0], 0, 0, 1, 0),
-            "ShearY": (1, 0, 0, args[0], 1, 0),
-            "TranslateXRel": (1, 0, args[0] * w, 0, 1, 0),
-            "TranslateYRel": (1, 0, 0, 0, 1, args[0] * h),
-        }[base]
-        return img.transform(
-            img.size, Image.Transform.AFFINE, matrix, resample=resample, fillcolor=self.fill
-        )
+from data.images import IMAGENET_MEAN
+from data.randaugment import INTERPOLATIONS, RandAugment, resample_filter
+from data.streams import Stream, np_rng, py_rng
 
 
 # --- per-image training transform ----------------------------------------------------------
@@ -255,7 +75,7 @@ class TrainTransform:
     """Per-image training transform of the recipe: random resized crop -> flip -> RandAugment.
 
     ``transform(image, seed, epoch, index)`` -> ``img_size`` x ``img_size`` x 3 uint8 RGB, a pure
-    function of its arguments (generators from streams 3 and 4 of ``counter_hash``).
+    function of its arguments (generators from ``Stream.TRANSFORM`` and ``Stream.CHOICE``).
 
     Args:
         img_size: output side.
@@ -277,28 +97,27 @@ class TrainTransform:
         auto_augment: str = "",
         mean: Sequence[float] = IMAGENET_MEAN,
     ) -> None:
-        if interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}")
         self.img_size = int(img_size)
         self.scale, self.ratio, self.hflip = tuple(scale), tuple(ratio), float(hflip)
-        self.interpolation = _INTERPOLATIONS[interpolation]
+        self.interpolation = INTERPOLATIONS[interpolation]
         self.rand_augment = RandAugment(auto_augment, mean, interpolation) if auto_augment else None
 
-    def __call__(
-        self, image: Image.Image | str | Path, seed: int, epoch: int, index: int
-    ) -> np.ndarray:
-        """Transform one image (a path is decoded; ``CorruptImageError`` if it cannot be)."""
-        img = decode_rgb(image) if isinstance(image, (str, Path)) else image.convert("RGB")
-        rng = _py_rng(seed, epoch, _TRANSFORM_STREAM, index)
+    def __call__(self, img: Image.Image, seed: int, epoch: int, index: int) -> np.ndarray:
+        """Decoded image ``index`` of the dataset -> ``img_size`` x ``img_size`` x 3 uint8 RGB."""
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        rng = py_rng(seed, epoch, Stream.TRANSFORM, index)
         top, left, h, w = random_resized_crop_box(img.size, self.scale, self.ratio, rng)
-        resample = _resample(self.interpolation, rng)
+        resample = resample_filter(self.interpolation, rng)
         s = self.img_size
         img = img.crop((left, top, left + w, top + h)).resize((s, s), resample)
         if self.hflip > 0 and rng.random() < self.hflip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if self.rand_augment is not None:
-            np_rng = _np_rng(seed, epoch, _CHOICE_STREAM, index)
-            img = self.rand_augment(img, rng, np_rng)
+            choice_rng = np_rng(seed, epoch, Stream.CHOICE, index)
+            img = self.rand_augment(img, rng, choice_rng)
         return np.array(img, dtype=np.uint8)
 
 
@@ -327,10 +146,10 @@ def random_erase(
     _, chans, img_h, img_w = images.shape
     log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
     for row, index in enumerate(np.asarray(indices, dtype=np.int64)):
-        rng = _py_rng(seed, epoch, _ERASE_STREAM, index)
+        rng = py_rng(seed, epoch, Stream.ERASE, index)
         if rng.random() > prob:
             continue
-        np_rng = _np_rng(seed, epoch, _ERASE_PIXEL_STREAM, index)
+        pixel_rng = np_rng(seed, epoch, Stream.ERASE_PIXELS, index)
         count = 1 if max_count == 1 else rng.randint(1, max_count)
         for _ in range(count):
             for _attempt in range(10):
@@ -341,7 +160,7 @@ def random_erase(
                 if w < img_w and h < img_h:
                     top, left = rng.randint(0, img_h - h), rng.randint(0, img_w - w)
                     shape = (chans, h, w) if mode == "pixel" else (chans, 1, 1)
-                    fill = np_rng.standard_normal(shape) if mode != "const" else 0.0
+                    fill = pixel_rng.standard_normal(shape) if mode != "const" else 0.0
                     images[row, :, top : top + h, left : left + w] = fill
                     break
     return images
@@ -481,47 +300,29 @@ class Augment:
             img_size, self.scale, self.ratio, self.interpolation, self.hflip, self.auto_augment
         )
 
-    def load_batch(
+    def mix_shard(
         self,
-        dataset: TinyImageNet | ImageNet,
-        indices: np.ndarray,
-        flips: np.ndarray,
+        images: np.ndarray,
+        labels: np.ndarray,
+        num_classes: int,
         seed: int,
         epoch: int,
         mix_index: int,
-        strict: bool = False,
-        cache: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-        """The uint8 part of a training shard (runs in a loader worker): images N x 3 x S x S
-        (transformed, mixed), soft targets or None, undecodable paths. ``mix_index`` =
-        batch * world_size + rank seeds the mixing; ``cache`` = the loader's decoded split.
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mixup/cutmix of a uint8 N x 3 x S x S training shard and its targets: (images, soft
+        targets float32 N x C, or None when ``soft_targets`` is off). ``mix_index`` = batch *
+        world_size + rank seeds the mixing (``Stream.MIX``).
         """
-        corrupt: list[str] = []
-        if self.random_resized_crop:
-            transform = self.train_transform(dataset.img_size)
-            hwc, corrupt = decode_rows(
-                lambda index: transform(dataset.paths[index], seed, epoch, index),
-                indices,
-                dataset.img_size,
-                strict,
-            )
-            images = np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
-        elif cache is not None:
-            images = cache[indices]
-            images[flips] = images[flips, :, :, ::-1]
-        else:
-            images, corrupt = load_batch(dataset, indices, flips, strict)
-        labels = dataset.labels[indices]
         if self.mixing:
-            rng = _np_rng(seed, epoch, _MIX_STREAM, mix_index)
+            rng = np_rng(seed, epoch, Stream.MIX, mix_index)
             images, targets, _ = mix_batch(
-                images, labels, dataset.num_classes, rng, self.mixup, self.cutmix,
+                images, labels, num_classes, rng, self.mixup, self.cutmix,
                 self.mix_prob, self.switch_prob, self.smoothing,
             )  # fmt: skip
-            return images, targets, corrupt
+            return images, targets
         if self.smoothing > 0:
-            return images, mixup_target(labels, dataset.num_classes, 1.0, self.smoothing), corrupt
-        return images, None, corrupt
+            return images, mixup_target(labels, num_classes, 1.0, self.smoothing)
+        return images, None
 
     def erase(self, images: np.ndarray, indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
         """Random erasing of the normalised batch (in the calling process), if ``reprob`` > 0."""

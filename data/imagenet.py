@@ -16,8 +16,8 @@ Selection rules (they fix what every framework sees, so keep them stable):
 ``ImageNet.load`` applies the official evaluation transform (``eval_transform``: shorter side
 resized to ``floor(img_size / crop_pct)`` with bicubic filtering, centre crop ``img_size``; timm
 0.6.12 ``transforms_imagenet_eval`` with the variant's ``crop_pct``) to both splits; training
-augmentation (``data.augment``) reads the decoded original instead. ``open_dataset`` detects the
-layout (TinyImageNet or ImageNet) so a training script accepts either folder.
+augmentation (``data.augment``) reads the decoded original instead. ``data.datasets`` detects
+the layout (TinyImageNet or ImageNet) so a training script accepts either folder.
 """
 
 from __future__ import annotations
@@ -29,26 +29,11 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from data.tinyimagenet import (
-    IMAGE_SUFFIXES,
-    CorruptImageError,
-    DatasetError,
-    TinyImageNet,
-    natural_key,
-)
+from data.images import DatasetError, decode_rgb, image_names
 
-DEFAULT_CROP_PCT = 0.875  # timm's default; the OverLoCK variants set their own (data/recipe)
+DEFAULT_CROP_PCT = 0.875  # timm's default; each OverLoCK variant sets its own (engine.recipe)
 _LAYOUT_HINT = "expected an ImageNet folder (train/<class>/*.JPEG, val/<class>/*.JPEG)"
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-
-
-def decode_rgb(path: str | Path) -> Image.Image:
-    """Decode a whole file as an RGB PIL image; ``CorruptImageError`` (naming it) if unreadable."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")  # forces a full decode, so truncation surfaces here
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptImageError(str(path), f"{type(exc).__name__}: {exc}") from exc
 
 
 def eval_transform(
@@ -159,10 +144,7 @@ class ImageNet:
             folder = self.root / split / wnid
             if not folder.is_dir():
                 raise DatasetError(f"class folder not found: {folder}; {_LAYOUT_HINT}")
-            names = sorted(
-                (p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                key=natural_key,
-            )[:max_per_class]
+            names = image_names(folder)[:max_per_class]
             if not names:
                 raise DatasetError(f"no images (.JPEG/.jpg/.png) in {folder}")
             self.paths += [str(folder / name) for name in names]
@@ -190,43 +172,3 @@ class ImageNet:
             f"ImageNet({str(self.root)!r}, split={self.split!r}, classes={self.num_classes}, "
             f"images={len(self)}, img_size={self.img_size}, crop_pct={self.crop_pct})"
         )
-
-
-def detect_layout(root: str | Path) -> Literal["tinyimagenet", "imagenet"]:
-    """``"tinyimagenet"`` if ``root/wnids.txt`` exists, ``"imagenet"`` if ``train/`` or ``val/``
-    holds class folders; otherwise ``DatasetError`` naming both layouts.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"dataset folder not found: {root}")
-    if (root / "wnids.txt").is_file():
-        return "tinyimagenet"
-    for split in ("train", "val"):
-        if (root / split).is_dir() and any(p.is_dir() for p in (root / split).iterdir()):
-            return "imagenet"
-    raise DatasetError(
-        f"{root} is neither a TinyImageNet folder (wnids.txt, train/<wnid>/images/, val/) "
-        "nor an ImageNet folder (train/<class>/*.JPEG, val/<class>/*.JPEG)"
-    )
-
-
-def open_dataset(
-    root: str | Path,
-    split: Literal["train", "val"],
-    num_classes: int | None = None,
-    max_per_class: int | None = None,
-    img_size: int = 224,
-    crop_pct: float = DEFAULT_CROP_PCT,
-) -> TinyImageNet | ImageNet:
-    """The split of ``root`` in whichever layout it has (``detect_layout``).
-
-    ``num_classes=None`` takes every class; ``max_per_class=None`` the layout's default
-    (TinyImageNet: 500 train / 50 val; ImageNet: all). ``crop_pct`` applies to ImageNet only
-    (TinyImageNet images are resized to a square).
-    """
-    if detect_layout(root) == "imagenet":
-        return ImageNet(root, split, num_classes, max_per_class, img_size, crop_pct)
-    if num_classes is None:
-        lines = (Path(root) / "wnids.txt").read_text(encoding="utf-8").split()
-        num_classes = len(set(lines))
-    return TinyImageNet(root, split, num_classes, max_per_class, img_size)

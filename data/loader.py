@@ -1,14 +1,13 @@
 """Deterministic batches of numpy arrays, with optional worker processes and a RAM cache.
 
-Everything random derives from ``(seed, epoch, index)`` through a counter-based hash (SplitMix64),
-never from hidden generator state, so two processes, two frameworks and a run resumed at any
-epoch/batch see bit-identical batches. The hash is plain uint64 arithmetic, independent of the
-numpy version (unlike ``Generator.permutation``)::
+The loader owns the I/O: decoding (through the dataset's ``load`` or ``data.images``), the
+worker processes and the cache; the randomness comes from the named streams of
+``data.streams`` (order, flips) and the augmentations of ``data.augment`` are pure transforms it
+calls. Everything random derives from ``(seed, epoch, index)``, so two processes, two frameworks
+and a run resumed at any epoch/batch see bit-identical batches::
 
-    sm(x)        = SplitMix64 output for state x  (x += 0x9E3779B97F4A7C15, then the finaliser)
-    h(s, e, t, i) = sm(sm(sm(sm(s) ^ t) + e) + i)         all mod 2**64; t: 1 = order, 2 = flip
-    order(e)     = stable argsort of h(seed, e, 1, i) over i = 0..n-1   (training; val: 0..n-1)
-    flip(e, i)   = top bit of h(seed, e, 2, i), i = dataset index       (training only)
+    order(e)     = stable argsort of h(seed, e, ORDER, i) over i = 0..n-1   (training; val: 0..n-1)
+    flip(e, i)   = top bit of h(seed, e, FLIP, i), i = dataset index          (training only)
 
 Batch b of epoch e holds ``order(e)[b * batch_size : (b + 1) * batch_size]``. The last partial
 batch is kept unless ``drop_last`` (TinyImageNet-20: 10,000 / 64 -> 156 full batches + one of
@@ -17,7 +16,7 @@ batch is kept unless ``drop_last`` (TinyImageNet-20: 10,000 / 64 -> 156 full bat
 yields the same number of batches (a shard is empty only if the last partial batch has fewer
 images than ranks; ``drop_last=True`` avoids uneven last batches in data-parallel training).
 
-Each batch: decode + resize (``TinyImageNet.load``), flip the flagged images left-right,
+Each batch: decode + resize (``dataset.load``), flip the flagged images left-right,
 uint8 HWC -> CHW (in a worker if any), then ``normalize`` -> float32 N x 3 x H x W (in the
 calling process: uint8 is 4x cheaper to pass between processes) and int64 labels.
 
@@ -26,13 +25,13 @@ and listed in ``BatchLoader.corrupt_files``; ``strict=True`` raises ``CorruptIma
 
 Training augmentation (``augment=data.augment.Augment(...)``, the official ImageNet recipe; off by
 default, and then nothing above changes): in the worker, the random resized crop + flip +
-RandAugment per image (instead of resize + flip) and mixup/cutmix over the shard (uint8); in the
-calling process, normalisation and random erasing. Its randomness uses streams 3-7 of ``h`` (see
-``data.augment``); the mixing of batch b on rank r is keyed by ``b * world_size + r``, so a run
-must keep its world size to see the same batches. Batches then carry float32 N x C soft targets
-when mixing or label smoothing is on. The RAM cache holds resized images, so it cannot serve the
-random crops (which need the decoded original): ``cache=True`` with ``random_resized_crop`` is
-refused; the other augmentations work from the cache.
+RandAugment per image (instead of resize + flip) on the decoded original, and mixup/cutmix over
+the shard (uint8); in the calling process, normalisation and random erasing. The mixing of
+batch b on rank r is keyed by ``b * world_size + r``, so a run must keep its world size to see
+the same batches. Batches then carry float32 N x C soft targets when mixing or label smoothing
+is on. The RAM cache holds resized images, so it cannot serve the random crops (which need the
+decoded original): ``cache=True`` with ``random_resized_crop`` is refused; the other
+augmentations work from the cache.
 
 ``python -m data.bench --help`` measures the loader's throughput.
 """
@@ -50,47 +49,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data.tinyimagenet import MEAN_RGB_UINT8, CorruptImageError, TinyImageNet, normalize
+from data.augment import Augment
+from data.images import MEAN_RGB_UINT8, CorruptImageError, decode_rgb, normalize
+from data.streams import epoch_order, flip_flags
 
-if TYPE_CHECKING:  # data.augment imports this module; the loader only calls its Augment object
-    from data.augment import Augment
-    from data.imagenet import ImageNet
-
-_M64 = (1 << 64) - 1
-_ORDER_STREAM, _FLIP_STREAM = 1, 2
-
-
-def _sm_int(x: int) -> int:
-    z = (x + 0x9E3779B97F4A7C15) & _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
-
-
-def _sm_array(x: np.ndarray) -> np.ndarray:
-    # uint64 array arithmetic wraps mod 2**64 silently, exactly like _sm_int.
-    z = x + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def counter_hash(seed: int, epoch: int, stream: int, index: np.ndarray) -> np.ndarray:
-    """``h(seed, epoch, stream, index)`` of the module docstring, as uint64 (vectorised)."""
-    if not (0 <= seed <= _M64 and 0 <= epoch <= _M64):
-        raise ValueError(f"seed and epoch must be in [0, 2**64), got {seed}, {epoch}")
-    key = _sm_int((_sm_int(_sm_int(seed) ^ stream) + epoch) & _M64)
-    return _sm_array(np.asarray(index, dtype=np.uint64) + np.uint64(key))
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The training permutation of ``range(n)`` for ``epoch`` (int64)."""
-    return np.argsort(counter_hash(seed, epoch, _ORDER_STREAM, np.arange(n)), kind="stable")
-
-
-def flip_flags(indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
-    """Whether dataset images ``indices`` are flipped left-right in ``epoch`` (bool array)."""
-    return (counter_hash(seed, epoch, _FLIP_STREAM, indices) >> np.uint64(63)).astype(bool)
+if TYPE_CHECKING:
+    from data.datasets import Dataset
 
 
 def decode_rows(
@@ -114,7 +78,7 @@ def decode_rows(
 
 
 def load_batch(
-    dataset: TinyImageNet | ImageNet, indices: np.ndarray, flips: np.ndarray, strict: bool = False
+    dataset: Dataset, indices: np.ndarray, flips: np.ndarray, strict: bool = False
 ) -> tuple[np.ndarray, list[str]]:
     """Decode ``indices``, flip where ``flips``: (uint8 N x 3 x H x W, undecodable paths)."""
     hwc, corrupt = decode_rows(dataset.load, indices, dataset.img_size, strict)
@@ -122,13 +86,48 @@ def load_batch(
     return np.ascontiguousarray(hwc.transpose(0, 3, 1, 2)), corrupt
 
 
+def load_augmented_batch(
+    dataset: Dataset,
+    augment: Augment,
+    indices: np.ndarray,
+    flips: np.ndarray,
+    seed: int,
+    epoch: int,
+    mix_index: int,
+    strict: bool = False,
+    cache: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """The uint8 part of an augmented training shard (runs in a worker): images N x 3 x S x S
+    (transformed, mixed), soft targets or None, undecodable paths. ``mix_index`` =
+    batch * world_size + rank seeds the mixing; ``cache`` = the loader's decoded split.
+    """
+    corrupt: list[str] = []
+    if augment.random_resized_crop:
+        transform = augment.train_transform(dataset.img_size)
+        hwc, corrupt = decode_rows(
+            lambda index: transform(decode_rgb(dataset.paths[index]), seed, epoch, index),
+            indices,
+            dataset.img_size,
+            strict,
+        )
+        images = np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
+    elif cache is not None:
+        images = cache[indices]
+        images[flips] = images[flips, :, :, ::-1]
+    else:
+        images, corrupt = load_batch(dataset, indices, flips, strict)
+    labels = dataset.labels[indices]
+    images, targets = augment.mix_shard(images, labels, dataset.num_classes, seed, epoch, mix_index)
+    return images, targets, corrupt
+
+
 # --- worker processes: each holds the dataset once (set by the pool initializer) ------------
-_worker_dataset: TinyImageNet | ImageNet | None = None
+_worker_dataset: Dataset | None = None
 _worker_strict = False
 _worker_augment: Augment | None = None
 
 
-def _worker_init(dataset: TinyImageNet | ImageNet, strict: bool, augment: Augment | None) -> None:
+def _worker_init(dataset: Dataset, strict: bool, augment: Augment | None) -> None:
     global _worker_dataset, _worker_strict, _worker_augment
     # Ctrl-C (and a job scheduler's SIGTERM) reaches the whole process group: only the main
     # process handles it (it finishes the step, saves, shuts the pool down); a worker dying of
@@ -148,8 +147,8 @@ def _worker_augmented_batch(
     indices: np.ndarray, flips: np.ndarray, seed: int, epoch: int, mix_index: int
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     assert _worker_dataset is not None and _worker_augment is not None, "worker not initialised"
-    return _worker_augment.load_batch(
-        _worker_dataset, indices, flips, seed, epoch, mix_index, _worker_strict
+    return load_augmented_batch(
+        _worker_dataset, _worker_augment, indices, flips, seed, epoch, mix_index, _worker_strict
     )
 
 
@@ -179,7 +178,7 @@ class BatchLoader:
 
     def __init__(
         self,
-        dataset: TinyImageNet | ImageNet,
+        dataset: Dataset,
         batch_size: int = 64,
         *,
         seed: int = 0,
@@ -314,7 +313,7 @@ class BatchLoader:
 
         if self.num_workers == 0 or self._cache is not None:
             for job in jobs:
-                part = augment.load_batch(self.dataset, *job, self.strict, self._cache)
+                part = load_augmented_batch(self.dataset, augment, *job, self.strict, self._cache)
                 yield finish(job[0], *part)
         else:
             yield from self._pooled(_worker_augmented_batch, jobs, finish)

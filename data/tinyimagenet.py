@@ -15,90 +15,26 @@ Selection rules (they fix what every framework sees, so keep them stable):
 - files: sorted in natural order (``_2`` before ``_10``), then the first ``max_per_class`` of
   each class (defaults: 500 train, 50 val); val keeps its natural file order overall.
 
-Transform of one image (``TinyImageNet.load``): decode, convert to RGB (grayscale, CMYK,
-palette and alpha images alike), resize to ``img_size`` x ``img_size`` with Pillow's bilinear
-filter (``RESAMPLE``; antialiased when shrinking, plain bilinear with half-pixel centres when
-enlarging, e.g. the 32px mirror to 64px), as an H x W x 3 uint8 array. The random flip and the
-normalisation (``normalize``) are applied per batch by ``data.loader``.
+Transform of one image (``TinyImageNet.load`` = ``data.images.decode_image``): decode, convert
+to RGB (grayscale, CMYK, palette and alpha images alike), resize to ``img_size`` x ``img_size``
+with Pillow's bilinear filter (``data.images.RESAMPLE``; antialiased when shrinking, plain
+bilinear with half-pixel centres when enlarging, e.g. the 32px mirror to 64px), as an
+H x W x 3 uint8 array. The random flip and the
+normalisation (``data.images.normalize``) are applied per batch by ``data.loader``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
 
-from core.errors import InputError
+from data.images import DatasetError, decode_image, image_names, natural_key
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-RESAMPLE = Image.Resampling.BILINEAR
-IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
 DEFAULT_CAPS = {"train": 500, "val": 50}
-
 _LAYOUT_HINT = "expected a TinyImageNet folder (wnids.txt, train/<wnid>/images/, val/)"
-
-# normalize() computes float32(v) * _SCALE[c] + _SHIFT[c]: two IEEE float32 roundings (numpy does
-# not fuse separate ufuncs into an FMA), so the result is identical on every machine and framework
-# and within 1e-6 of (v / 255 - mean) / std.
-_SCALE = (1.0 / (255.0 * np.array(IMAGENET_STD))).astype(np.float32)[:, None, None]
-_SHIFT = (-np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD)).astype(np.float32)[:, None, None]
-# The uint8 colour that normalises to ~0: the stand-in for an undecodable image.
-MEAN_RGB_UINT8 = np.round(np.array(IMAGENET_MEAN) * 255).astype(np.uint8)
-
-
-class DatasetError(InputError):
-    """The dataset folder is unusable (missing/malformed file, too few classes, bad image)."""
-
-
-class CorruptImageError(DatasetError):
-    """One image file cannot be decoded; ``path`` names it."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(
-            f"cannot decode image {path} ({reason}); replace or delete the file, "
-            "or run with strict=False to substitute it and continue"
-        )
-        self.path, self.reason = path, reason
-
-    def __reduce__(self) -> tuple:
-        # Exceptions pickle as cls(*args); ours has a different signature. Workers send it back.
-        return (type(self), (self.path, self.reason))
-
-
-def natural_key(name: str) -> tuple[str | int, ...]:
-    """Sort key that orders digit runs numerically: ``x_2`` before ``x_10``."""
-    parts = re.split(r"(\d+)", name)
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
-
-
-def normalize(images: np.ndarray) -> np.ndarray:
-    """uint8 N x 3 x H x W -> float32 ``(x / 255 - mean) / std`` per channel (ImageNet stats)."""
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected uint8 N x 3 x H x W, got {images.dtype} {images.shape}")
-    out = images.astype(np.float32)
-    out *= _SCALE
-    out += _SHIFT
-    return out
-
-
-def decode_image(path: str | Path, img_size: int) -> np.ndarray:
-    """Decode one file to an ``img_size`` x ``img_size`` x 3 uint8 RGB array.
-
-    Raises ``CorruptImageError`` (naming the file) if Pillow cannot read all of it.
-    """
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")  # forces a full decode, so truncation surfaces here
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptImageError(str(path), f"{type(exc).__name__}: {exc}") from exc
-    if rgb.size != (img_size, img_size):
-        rgb = rgb.resize((img_size, img_size), RESAMPLE)
-    return np.asarray(rgb, dtype=np.uint8)
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -126,10 +62,7 @@ def _train_files(root: Path, wnids: Sequence[str], cap: int) -> list[tuple[str, 
         folder = root / "train" / wnid / "images"
         if not folder.is_dir():
             raise DatasetError(f"training folder not found: {folder}; {_LAYOUT_HINT}")
-        names = sorted(
-            (p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-            key=natural_key,
-        )
+        names = image_names(folder)
         if not names:
             raise DatasetError(f"no images (.JPEG/.jpg/.png) in {folder}")
         samples += [(str(folder / name), label) for name in names[:cap]]

@@ -16,19 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import (
-    BatchLoader,
-    CorruptImageError,
-    DatasetError,
-    TinyImageNet,
-    epoch_order,
-    flip_flags,
-    load_batch,
-    normalize,
-    synthetic,
-)
+from data import synthetic
+from data.images import CorruptImageError, DatasetError, normalize
+from data.loader import BatchLoader, load_batch
+from data.streams import epoch_order, flip_flags
+from data.tinyimagenet import TinyImageNet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REAL_DATA = REPO.parent / "shared" / "datasets" / "tiny-imagenet-20-32px"
 SYN_OPTIONS = dict(classes=4, train_per_class=6, val_per_class=3, size=32, seed=1)
 

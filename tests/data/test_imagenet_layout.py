@@ -1,5 +1,6 @@
-"""Tests of the ImageNet-layout dataset (data/imagenet.py): selection rules, layout detection,
-one-line errors, and the official evaluation transform against timm's."""
+"""Tests of the ImageNet-layout dataset (data/imagenet.py) and the layout dispatch
+(data/datasets.py): selection rules, layout detection, one-line errors, and the official
+evaluation transform against timm's."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import pytest
 from PIL import Image
 from timm.data.transforms_factory import transforms_imagenet_eval
 
-from data import BatchLoader, DatasetError, TinyImageNet, synthetic
+from data import synthetic
 from data.augment import Augment
-from data.imagenet import ImageNet, detect_layout, eval_transform, open_dataset
+from data.datasets import detect_layout, open_dataset
+from data.imagenet import ImageNet, eval_transform
+from data.images import DatasetError
+from data.loader import BatchLoader
+from data.tinyimagenet import TinyImageNet
 
 SIZES = [(40, 30), (30, 44), (37, 37)]  # (w, h): landscape, portrait, square
 

@@ -1,5 +1,6 @@
-"""Tests of the recipe's training augmentations (data/augment.py) and their loader integration:
-each step against timm draw for draw, hand-checked small cases, and determinism."""
+"""Tests of the recipe's training augmentations (data/augment.py, data/randaugment.py) and their
+loader integration: each step against timm draw for draw, hand-checked small cases, and
+determinism."""
 
 from __future__ import annotations
 
@@ -20,12 +21,9 @@ from timm.data.mixup import FastCollateMixup
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
-from data import BatchLoader, TinyImageNet, counter_hash, synthetic
+from data import synthetic
 from data.augment import (
-    BICUBIC,
-    BILINEAR,
     Augment,
-    RandAugment,
     TrainTransform,
     cutmix_box,
     mix_batch,
@@ -33,8 +31,12 @@ from data.augment import (
     random_erase,
     random_resized_crop_box,
 )
+from data.loader import BatchLoader
+from data.randaugment import BICUBIC, BILINEAR, RandAugment
+from data.streams import Stream, counter_hash
+from data.tinyimagenet import TinyImageNet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = dict(
     random_resized_crop=True,
     auto_augment="rand-m9-mstd0.5-inc1",
@@ -189,7 +191,7 @@ def test_random_erasing_matches_timm_boxes_and_is_deterministic_per_image() -> N
     theirs = torch.from_numpy(base.copy())
     eraser = RandomErasing(0.25, mode="const", device="cpu")
     for row, index in enumerate(indices):
-        random.seed(int(counter_hash(seed, epoch, 5, np.array([index]))[0]))  # stream 5
+        random.seed(int(counter_hash(seed, epoch, Stream.ERASE, np.array([index]))[0]))
         eraser(theirs[row])
     np.testing.assert_array_equal(ours, theirs.numpy())
     erased = (ours == 0).any(axis=(1, 2, 3))
@@ -285,7 +287,7 @@ def test_loader_refuses_augmenting_val_and_caching_random_crops(syn: Path) -> No
 def test_framework_free_modules_import_no_framework() -> None:
     script = (
         "import sys\n"
-        "import data.augment, data.imagenet, engine.recipe\n"
+        "import data, data.augment, data.datasets, data.loader, data.synthetic, engine.recipe\n"
         "print(sorted({'torch', 'jittor', 'timm'} & set(sys.modules)))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
