@@ -16,7 +16,10 @@ bit-identical batches::
 What lives where, bottom first (each module imports only those above it):
 
 - ``images``: image decoding (``decode_rgb``, ``decode_image``), the errors (``DatasetError``,
-  ``CorruptImageError``), the normalisation constants and ``normalize``, file-name ordering.
+  ``CorruptImageError``), the one-line ``DataWarning``, the normalisation constants and
+  ``normalize``, file-name ordering.
+- ``text``: the datasets' UTF-8 text files (``read_lines``: undecodable bytes are a
+  ``DatasetError`` naming the line; ``read_display_lines``: replaced, for display names).
 - ``streams``: every random stream in one table (``Stream``) and the counter hash they come from
   (``counter_hash``, ``epoch_order``, ``flip_flags``, ``step_seed``, seeded generators).
 - ``tinyimagenet``, ``imagenet``: the two folder layouts' readers (``TinyImageNet``,
@@ -40,6 +43,7 @@ from data.images import (
     IMAGENET_STD,
     CorruptImageError,
     DatasetError,
+    DataWarning,
     decode_image,
     normalize,
 )
@@ -72,6 +76,7 @@ __all__ = [
     "IMAGENET_STD",
     "BatchLoader",
     "CorruptImageError",
+    "DataWarning",
     "DatasetError",
     "ImageNet",
     "Stream",

@@ -14,7 +14,7 @@ from typing import Literal
 
 from data.imagenet import DEFAULT_CROP_PCT, ImageNet
 from data.images import DatasetError
-from data.tinyimagenet import TinyImageNet
+from data.tinyimagenet import TinyImageNet, read_wnids
 
 Dataset = TinyImageNet | ImageNet
 
@@ -54,6 +54,5 @@ def open_dataset(
     if detect_layout(root) == "imagenet":
         return ImageNet(root, split, num_classes, max_per_class, img_size, crop_pct)
     if num_classes is None:
-        lines = (Path(root) / "wnids.txt").read_text(encoding="utf-8").split()
-        num_classes = len(set(lines))
+        num_classes = len(read_wnids(Path(root)))
     return TinyImageNet(root, split, num_classes, max_per_class, img_size)

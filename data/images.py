@@ -7,7 +7,9 @@ numpy and Pillow.
   resized to a square with ``RESAMPLE``); an unreadable file raises ``CorruptImageError``
   naming it. Grayscale, CMYK, palette and alpha images all become RGB.
 - Errors: ``DatasetError`` (an unusable dataset folder; an ``InputError``, so the scripts report
-  it as one line) and its subclass ``CorruptImageError`` (one undecodable file).
+  it as one line) and its subclass ``CorruptImageError`` (one undecodable file). Warnings:
+  ``DataWarning`` (usable data the user should know about), shown as one line
+  ``warning: <message>`` wherever Python shows warnings (stderr by default).
 - Normalisation: ``IMAGENET_MEAN`` / ``IMAGENET_STD``, ``normalize`` (uint8 -> float32, the
   same bits on every machine and framework) and ``MEAN_RGB_UINT8``, the stand-in colour of an
   undecodable image.
@@ -18,6 +20,7 @@ numpy and Pillow.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +46,38 @@ class DatasetError(InputError):
     """The dataset folder is unusable (missing/malformed file, too few classes, bad image)."""
 
 
+class DataWarning(RuntimeWarning):
+    """Usable data with something the user should know (skipped annotations, a substituted
+    image); shown as the one line ``warning: <message>``."""
+
+
+_format_other_warning = warnings.formatwarning
+
+
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    # Python's format names the source file and line and repeats the warn() call: two lines
+    # about our code, where the user needs one about their data.
+    if issubclass(category, DataWarning):
+        return f"warning: {message}\n"
+    return _format_other_warning(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _format_warning
+
+
 class CorruptImageError(DatasetError):
     """One image file cannot be decoded; ``path`` names it."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(
-            f"cannot decode image {path} ({reason}); replace or delete the file, "
-            "or run with strict=False to substitute it and continue"
+            f"cannot decode image {path} ({reason}); replace or delete the file (training "
+            "without --strict-data substitutes a mean-colour image and goes on)"
         )
         self.path, self.reason = path, reason
 

@@ -20,8 +20,9 @@ Each batch: decode + resize (``dataset.load``), flip the flagged images left-rig
 uint8 HWC -> CHW (in a worker if any), then ``normalize`` -> float32 N x 3 x H x W (in the
 calling process: uint8 is 4x cheaper to pass between processes) and int64 labels.
 
-Undecodable files are replaced by a mean-colour image (normalises to ~0), warned about once,
-and listed in ``BatchLoader.corrupt_files``; ``strict=True`` raises ``CorruptImageError``.
+Undecodable files are replaced by a mean-colour image (normalises to ~0), warned about once
+(a one-line ``DataWarning`` naming the scripts' ``--strict-data``), and listed in
+``BatchLoader.corrupt_files``; ``strict=True`` (``--strict-data``) raises ``CorruptImageError``.
 
 Training augmentation (``augment=data.augment.Augment(...)``, the official ImageNet recipe; off by
 default, and then nothing above changes): in the worker, the random resized crop + flip +
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data.augment import Augment
-from data.images import MEAN_RGB_UINT8, CorruptImageError, decode_rgb, normalize
+from data.images import MEAN_RGB_UINT8, CorruptImageError, DataWarning, decode_rgb, normalize
 from data.streams import epoch_order, flip_flags
 
 if TYPE_CHECKING:
@@ -355,8 +356,8 @@ class BatchLoader:
                 self._corrupt[path] = None
                 warnings.warn(
                     f"undecodable image {path} replaced by a mean-colour image "
-                    "(strict=True raises instead)",
-                    RuntimeWarning,
+                    "(--strict-data stops instead)",
+                    DataWarning,
                     stacklevel=2,
                 )
 

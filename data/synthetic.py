@@ -145,9 +145,9 @@ def _write(root: Path, options: dict) -> None:
     classes, size, seed = options["classes"], options["size"], options["seed"]
     n_train, n_val = options["train_per_class"], options["val_per_class"]
     names = [wnid(c) for c in range(classes)]
-    (root / "wnids.txt").write_text("".join(f"{w}\n" for w in names))
+    (root / "wnids.txt").write_text("".join(f"{w}\n" for w in names), encoding="utf-8")
     (root / "words.txt").write_text(
-        "".join(f"{wnid(c)}\t{class_name(c)}\n" for c in range(classes))
+        "".join(f"{wnid(c)}\t{class_name(c)}\n" for c in range(classes)), encoding="utf-8"
     )
     for c, w in enumerate(names):
         folder = root / "train" / w / "images"
@@ -157,7 +157,7 @@ def _write(root: Path, options: dict) -> None:
             img, box = draw_image(c, np.random.default_rng([seed, 0, c, k]), size)
             img.save(folder / f"{w}_{k}.JPEG", quality=90)
             boxes.append(f"{w}_{k}.JPEG\t" + "\t".join(map(str, box)) + "\n")
-        (root / "train" / w / f"{w}_boxes.txt").write_text("".join(boxes))
+        (root / "train" / w / f"{w}_boxes.txt").write_text("".join(boxes), encoding="utf-8")
     # Val files are numbered in a seeded shuffled class order, like the real val/ folder.
     val_items = [(c, j) for c in range(classes) for j in range(n_val)]
     perm = np.random.default_rng([seed, 2]).permutation(len(val_items))
@@ -168,9 +168,9 @@ def _write(root: Path, options: dict) -> None:
         img, box = draw_image(c, np.random.default_rng([seed, 1, c, j]), size)
         img.save(root / "val" / "images" / f"val_{i}.JPEG", quality=90)
         rows.append(f"val_{i}.JPEG\t{wnid(c)}\t" + "\t".join(map(str, box)) + "\n")
-    (root / "val" / "val_annotations.txt").write_text("".join(rows))
+    (root / "val" / "val_annotations.txt").write_text("".join(rows), encoding="utf-8")
     manifest = {"format_version": FORMAT_VERSION, **options}
-    (root / "synthetic.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (root / "synthetic.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
 def generate(
@@ -225,12 +225,21 @@ def default_dataset_dir() -> Path:
     return Path(__file__).resolve().parent / "generated" / "tiny-synthetic-20"
 
 
+def _read_manifest(path: Path) -> object:
+    """The manifest's content, or None if it is missing or unreadable (then the folder is
+    regenerated: it is ours, not the user's)."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):  # missing, a folder, not UTF-8 (UnicodeDecodeError), not JSON
+        return None
+
+
 def ensure_default_dataset() -> Path:
     """Return the default dataset folder, generating it first if absent or stale."""
     out = default_dataset_dir()
     manifest = out / "synthetic.json"
     wanted = {"format_version": FORMAT_VERSION, **DEFAULTS}
-    if manifest.is_file() and json.loads(manifest.read_text()) == wanted:
+    if _read_manifest(manifest) == wanted:
         return out
     d = DEFAULTS
     print(

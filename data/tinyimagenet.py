@@ -13,7 +13,13 @@ Selection rules (they fix what every framework sees, so keep them stable):
 
 - classes: the first ``num_classes`` wnids in sorted order; class index = position in that list;
 - files: sorted in natural order (``_2`` before ``_10``), then the first ``max_per_class`` of
-  each class (defaults: 500 train, 50 val); val keeps its natural file order overall.
+  each class (defaults: 500 train, 50 val); val keeps its natural file order overall;
+- val annotations of a wnid that ``wnids.txt`` does not list are skipped with one
+  ``DataWarning``.
+
+The text files are UTF-8 (``data.text``): an undecodable byte in ``wnids.txt`` or
+``val_annotations.txt`` is a ``DatasetError`` naming the line; in ``words.txt`` (display names
+only) it becomes U+FFFD.
 
 Transform of one image (``TinyImageNet.load`` = ``data.images.decode_image``): decode, convert
 to RGB (grayscale, CMYK, palette and alpha images alike), resize to ``img_size`` x ``img_size``
@@ -25,27 +31,35 @@ normalisation (``data.images.normalize``) are applied per batch by ``data.loader
 
 from __future__ import annotations
 
+import collections
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from data.images import DatasetError, decode_image, image_names, natural_key
+from data.images import DatasetError, DataWarning, decode_image, image_names, natural_key
+from data.text import read_display_lines, read_lines
 
 DEFAULT_CAPS = {"train": 500, "val": 50}
 _LAYOUT_HINT = "expected a TinyImageNet folder (wnids.txt, train/<wnid>/images/, val/)"
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: Path) -> list[tuple[int, str]]:
     if not path.is_file():
         raise DatasetError(f"{path.name} not found: {path}; {_LAYOUT_HINT}")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_lines(path)
+
+
+def read_wnids(root: Path) -> list[str]:
+    """Every wnid of ``root/wnids.txt``, sorted, without repeats."""
+    return sorted({line for _, line in _read_lines(root / "wnids.txt")})
 
 
 def select_wnids(root: Path, num_classes: int) -> list[str]:
     """The first ``num_classes`` wnids of ``root/wnids.txt`` in sorted order."""
-    wnids = sorted(set(_read_lines(root / "wnids.txt")))
+    wnids = read_wnids(root)
     if num_classes < 1:
         raise DatasetError(f"num_classes must be >= 1, got {num_classes}")
     if len(wnids) < num_classes:
@@ -69,20 +83,38 @@ def _train_files(root: Path, wnids: Sequence[str], cap: int) -> list[tuple[str, 
     return samples
 
 
-def _val_files(root: Path, wnids: Sequence[str], cap: int) -> list[tuple[str, int]]:
+def _val_rows(root: Path, wnids: Sequence[str]) -> list[tuple[str, int]]:
+    """(file name, label) of the annotations of the chosen classes, in natural file order; one
+    ``DataWarning`` for the annotations whose wnid ``wnids.txt`` does not list (skipped)."""
     ann = root / "val" / "val_annotations.txt"
     label_of = {wnid: i for i, wnid in enumerate(wnids)}
-    rows = []
-    for lineno, line in enumerate(_read_lines(ann), 1):
+    listed = set(read_wnids(root))
+    rows, unlisted = [], collections.Counter()
+    for lineno, line in _read_lines(ann):
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) < 2:
             raise DatasetError(f"{ann}:{lineno}: expected 'file<TAB>wnid[...]', got {line!r}")
         if fields[1] in label_of:
             rows.append((fields[0], label_of[fields[1]]))
-    rows.sort(key=lambda row: natural_key(row[0]))
+        elif fields[1] not in listed:
+            unlisted[fields[1]] += 1
+    if unlisted:
+        few = ", ".join(sorted(unlisted)[:3]) + (", ..." if len(unlisted) > 3 else "")
+        count, kinds = unlisted.total(), len(unlisted)
+        warnings.warn(
+            f"{ann}: skipping {count} annotation{'s' * (count > 1)} of {kinds} "
+            f"wnid{'s' * (kinds > 1)} that {root / 'wnids.txt'} does not list ({few})",
+            DataWarning,
+            stacklevel=4,
+        )
+    return sorted(rows, key=lambda row: natural_key(row[0]))
+
+
+def _val_files(root: Path, wnids: Sequence[str], cap: int) -> list[tuple[str, int]]:
+    ann = root / "val" / "val_annotations.txt"
     taken = [0] * len(wnids)
     samples = []
-    for name, label in rows:
+    for name, label in _val_rows(root, wnids):
         if taken[label] < cap:
             taken[label] += 1
             samples.append((str(root / "val" / "images" / name), label))
@@ -97,8 +129,8 @@ def _val_files(root: Path, wnids: Sequence[str], cap: int) -> list[tuple[str, in
 def _class_names(root: Path, wnids: Sequence[str]) -> list[str]:
     names = {}
     words = root / "words.txt"
-    if words.is_file():  # optional: only for display
-        for line in words.read_text(encoding="utf-8").splitlines():
+    if words.is_file():  # optional and only for display: undecodable bytes become U+FFFD
+        for line in read_display_lines(words):
             wnid, _, name = line.partition("\t")
             names[wnid.strip()] = name.strip()
     return [names.get(wnid) or wnid for wnid in wnids]
