@@ -4,17 +4,17 @@ OverLoCK: An Overview-first-Look-Closely-next ConvNet with Context-Mixing Dynami
 (Lou & Yu, CVPR 2025, https://arxiv.org/abs/2502.20087). Module, parameter and buffer names follow
 the official PyTorch model, so its checkpoints load with no missing or unexpected keys.
 
-Where Jittor's built-ins do not compute what PyTorch computes, this file has its own small
-version with PyTorch's semantics (each says why): BatchNorm2d, LayerNorm2d, AdaptiveAvgPool2d /
-adaptive_avg_pool2d, interpolate (bilinear) and DropPath. On the CPU, BatchNorm, LayerNorm, GELU
-and softmax run as the multi-threaded kernels of ``models/fused_jittor.py`` (Jittor's generated
-CPU loops are single-threaded), depthwise convolutions as those of ``models/depthwise_jittor.py``.
+Where Jittor's built-ins do not compute what PyTorch computes, the twin uses small versions
+with PyTorch's semantics and names: BatchNorm2d, AdaptiveAvgPool2d / adaptive_avg_pool2d,
+interpolate (bilinear) and DropPath from ``models/torch_compat_jittor.py``, and its own
+LayerNorm2d. On the CPU, BatchNorm, LayerNorm, GELU and softmax run as the multi-threaded kernels
+of ``models/fused_jittor.py`` (Jittor's generated CPU loops are single-threaded), depthwise
+convolutions as those of ``models/depthwise_jittor.py``.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,208 +22,30 @@ import numpy as np
 from core.jittor_env import jt  # configures Jittor before its first import
 
 from .depthwise_jittor import use_cpu_depthwise
-from .fused_jittor import GELU, batch_norm_train, layer_norm_channels, softmax_last
+from .fused_jittor import GELU, layer_norm_channels, softmax_last
 from .matmul_jittor import matmul_tn
 from .na2d_jittor import na2d_av
+from .overlock_common import (
+    block_args,
+    dilated_branches,
+    model_factories,
+    rpb_index,
+    upsampled_size,
+)
+from .torch_compat_jittor import (
+    AdaptiveAvgPool2d,
+    BatchNorm2d,
+    DropPath,
+    SyncBatchNorm,
+    adaptive_avg_pool2d,
+    convert_sync_batchnorm,
+    interpolate,
+)
+from .variants import ALL_MODEL_NAMES
 
 nn = jt.nn
 
-__all__ = ["OverLoCK"]
-
-
-# ---------------------------------------------------------------------------------------------
-# PyTorch-semantics replacements for Jittor built-ins
-# ---------------------------------------------------------------------------------------------
-
-
-class BatchNorm2d(nn.Module):
-    """BatchNorm with ``torch.nn.BatchNorm2d``'s semantics and buffer names.
-
-    Jittor's BatchNorm differs: its running_var tracks the biased batch variance (torch: unbiased),
-    it has no ``num_batches_tracked`` buffer (torch checkpoints carry one), it computes the
-    variance as E[x^2] - E[x]^2 (cancellation; torch centres first), and under MPI it always
-    averages the statistics over processes (torch's BatchNorm2d never does; see SyncBatchNorm).
-    """
-
-    sync = False  # SyncBatchNorm: statistics over the global batch of all MPI processes
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.weight = jt.ones(num_features)
-        self.bias = jt.zeros(num_features)
-        self.running_mean = jt.zeros(num_features).stop_grad()
-        self.running_var = jt.ones(num_features).stop_grad()
-        # torch's is a 0-d int64; Jittor has no 0-d Vars, so it is shape (1,).
-        self.num_batches_tracked = jt.zeros((1,), dtype="int64").stop_grad()
-
-    def execute(self, x: jt.Var) -> jt.Var:
-        if not self.is_training():
-            return self._normalize(x, self.running_mean, self.running_var)
-        if self.sync and jt.in_mpi:
-            # Sums, not means, are all-reduced: exact for shards of any size (and the gradient
-            # of Jittor's "add" all-reduce is right; that of its "mean" is not).
-            dims = [0, 2, 3]
-            count = jt.array([float(x.numel() // x.shape[1])])
-            total = jt.concat([x.sum(dims=dims), count]).mpi_all_reduce("add")
-            count = total[-1]
-            mean = total[:-1] / count
-            xc = x - mean.reshape(1, -1, 1, 1)
-            var = (xc * xc).sum(dims=dims).mpi_all_reduce("add") / count
-            y = self._normalize(x, mean, var)
-            mean, var = mean.detach(), var.detach() * (count / (count - 1).maximum(1)).detach()
-        else:
-            count = x.numel() // x.shape[1]
-            y, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps)
-            var = var * (count / max(count - 1, 1))
-        m = self.momentum  # running statistics keep the unbiased variance, as torch's
-        self.running_mean.update((1 - m) * self.running_mean + m * mean)
-        self.running_var.update((1 - m) * self.running_var + m * var)
-        self.num_batches_tracked.update(self.num_batches_tracked + 1)
-        return y
-
-    def _normalize(self, x: jt.Var, mean: jt.Var, var: jt.Var) -> jt.Var:
-        scale = self.weight / jt.sqrt(var + self.eps)
-        xc = x - mean.reshape(1, -1, 1, 1)
-        return xc * scale.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1)
-
-
-class SyncBatchNorm(BatchNorm2d):
-    """BatchNorm2d whose training statistics cover the global batch of all MPI processes
-    (``torch.nn.SyncBatchNorm``'s role; the same module as BatchNorm2d in one process).
-    """
-
-    sync = True
-
-
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Make every BatchNorm2d below ``module`` a SyncBatchNorm, keeping its state."""
-    for child in module.modules():
-        if type(child) is BatchNorm2d:
-            # Same state, only the class attribute ``sync`` differs, so the class is swapped in
-            # place (Jittor's Sequential keeps children in a dict that setattr does not reach).
-            child.__class__ = SyncBatchNorm
-    return module
-
-
-# (in_size, out_size) -> the (out, in) matrix of a 1-D linear map
-LineMatrix = Callable[[int, int], np.ndarray]
-
-
-@functools.lru_cache(maxsize=64)
-def _adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out, in) averaging matrix with torch's adaptive-pool bins [floor(i*I/O), ceil((i+1)*I/O)).
-
-    Jittor's AdaptiveAvgPool2d uses equal, uniformly strided windows instead, which differs
-    whenever I/O is not an integer (e.g. 9 -> 7 or 9 -> 4).
-    """
-    mat = np.zeros((out_size, in_size), dtype=np.float32)
-    for i in range(out_size):
-        start = (i * in_size) // out_size
-        end = -((-(i + 1) * in_size) // out_size)
-        mat[i, start:end] = 1.0 / (end - start)
-    return mat
-
-
-def adaptive_avg_pool2d(x: jt.Var, output_size: int | Sequence[int]) -> jt.Var:
-    """``torch.nn.functional.adaptive_avg_pool2d`` (NCHW)."""
-    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
-    if out_h == 1 and out_w == 1:
-        return x.mean(dims=[2, 3], keepdims=True)
-    return _separable_map(x, _adaptive_pool_matrix, (out_h, out_w))
-
-
-class AdaptiveAvgPool2d(nn.Module):
-    """``torch.nn.AdaptiveAvgPool2d`` (see ``adaptive_avg_pool2d``)."""
-
-    def __init__(self, output_size: int | Sequence[int]):
-        self.output_size = output_size
-
-    def execute(self, x: jt.Var) -> jt.Var:
-        return adaptive_avg_pool2d(x, self.output_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out, in) 1-D linear interpolation matrix of torch's bilinear, align_corners=False.
-
-    torch: src = max((dst + 0.5) * in/out - 0.5, 0), neighbours floor(src) and floor(src) + 1
-    clamped to the last pixel, computed in float32. Jittor's resize clamps the source coordinate
-    only when upsampling and computes it as dst*s + (s/2 - 0.5), so it rounds differently.
-    """
-    scale = np.float32(in_size) / np.float32(out_size)
-    mat = np.zeros((out_size, in_size), dtype=np.float32)
-    for i in range(out_size):
-        src = max(scale * np.float32(i + 0.5) - np.float32(0.5), np.float32(0))
-        i0 = int(src)
-        i1 = i0 + 1 if i0 < in_size - 1 else i0
-        w1 = src - np.float32(i0)
-        mat[i, i0] += np.float32(1) - w1
-        mat[i, i1] += w1
-    return mat
-
-
-def interpolate(x: jt.Var, size: Sequence[int]) -> jt.Var:
-    """``F.interpolate(x, size, mode='bilinear', align_corners=False)`` (NCHW), separably."""
-    return _separable_map(x, _bilinear_matrix, tuple(size))
-
-
-_PLANE_MATRIX_MAX = 1 << 20  # entries of the (H*W, OH*OW) matrix (4 MiB in float32)
-
-
-@functools.lru_cache(maxsize=64)
-def _plane_matrix(
-    matrix_fn: LineMatrix, in_size: tuple[int, int], out_size: tuple[int, int]
-) -> np.ndarray:
-    """(H*W, OH*OW) matrix applying ``matrix_fn``'s row and column maps to a flattened plane.
-
-    Entries are the products of the two float32 1-D weights, taken in float64 and rounded once.
-    """
-    rows = matrix_fn(in_size[0], out_size[0]).astype(np.float64)
-    cols = matrix_fn(in_size[1], out_size[1]).astype(np.float64)
-    return np.ascontiguousarray(np.kron(rows, cols).T, dtype=np.float32)
-
-
-def _separable_map(x: jt.Var, matrix_fn: LineMatrix, size: tuple[int, int]) -> jt.Var:
-    """Apply a separable linear map (rows, then columns) to every plane of x (N, C, H, W).
-
-    Small planes take one 2-D matmul with the (H*W, OH*OW) matrix: one oneDNN call, where the
-    batched ``rows @ x @ cols.T`` is a single-threaded broadcast-reduce on the CPU. Large planes
-    (that matrix over ``_PLANE_MATRIX_MAX`` entries) take the two small matrices.
-    """
-    N, C, H, W = x.shape
-    if H * W * size[0] * size[1] <= _PLANE_MATRIX_MAX:
-        matrix = jt.array(_plane_matrix(matrix_fn, (H, W), size))
-        return (x.reshape(N * C, H * W) @ matrix).reshape(N, C, size[0], size[1])
-    rows, cols = jt.array(matrix_fn(H, size[0])), jt.array(matrix_fn(W, size[1]))
-    return rows @ x @ cols.transpose(1, 0)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample, as timm's DropPath (scale by keep probability).
-
-    Jittor's own DropPath starts with ``is_train=False`` and so does nothing unless ``train()`` was
-    called; this one follows the module's training state like torch.
-    """
-
-    def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True):
-        self.drop_prob = drop_prob
-        self.scale_by_keep = scale_by_keep
-
-    def execute(self, x: jt.Var) -> jt.Var:
-        if self.drop_prob == 0.0 or not self.is_training():
-            return x
-        keep_prob = 1 - self.drop_prob
-        mask = (jt.rand((x.shape[0],) + (1,) * (x.ndim - 1)) < keep_prob).float32()
-        if keep_prob > 0.0 and self.scale_by_keep:
-            mask = mask / keep_prob
-        return x * mask
-
-
-# ---------------------------------------------------------------------------------------------
-# OverLoCK
-# ---------------------------------------------------------------------------------------------
+__all__ = ["OverLoCK", *ALL_MODEL_NAMES]
 
 
 def get_conv2d(
@@ -284,27 +106,6 @@ def merge_dilated_into_large_kernel(
     equivalent_kernel = convert_dilated_to_nondilated(dilated_kernel, dilated_r)
     pad = large_kernel.shape[2] // 2 - equivalent_kernel.shape[2] // 2
     return large_kernel + nn.pad(equivalent_kernel, [pad] * 4)
-
-
-@functools.lru_cache(maxsize=64)
-def rpb_index(height: int, width: int, kernel_size: int) -> np.ndarray:
-    """Index into a flattened (2K-1, 2K-1) relative-position-bias table, shape (H*W, K*K).
-
-    Neighbourhood attention (NATTEN, dilation 1) gives query i the window starting at
-    s_i = clamp(i - K//2, 0, L - K); its neighbour k sits at s_i + k, so the relative offset is
-    s_i + k - i and its bias-table row is s_i + k - i + K - 1. Equals the official ``apply_rpb``
-    (checked against it in tests/test_models.py).
-    """
-
-    def axis(length: int) -> np.ndarray:  # (L, K) table rows along one axis
-        pos = np.arange(length)
-        start = np.clip(pos - kernel_size // 2, 0, length - kernel_size)
-        return start[:, None] + np.arange(kernel_size)[None, :] - pos[:, None] + kernel_size - 1
-
-    size = 2 * kernel_size - 1
-    rows, cols = axis(height), axis(width)
-    idx = rows[:, None, :, None] * size + cols[None, :, None, :]  # (H, W, K, K)
-    return idx.reshape(height * width, kernel_size * kernel_size)
 
 
 def stem(in_chans: int = 3, embed_dim: int = 96) -> nn.Sequential:
@@ -403,20 +204,6 @@ class GRN(nn.Module):
         return (self.gamma * Nx + 1) * x
 
 
-# Small dilated branches added to a depthwise K x K kernel (UniRepLKNet defaults):
-# kernel_size -> (branch kernel sizes, branch dilations).
-_DILATED_BRANCHES = {
-    19: ([5, 7, 9, 9, 3, 3, 3], [1, 1, 1, 2, 4, 5, 7]),
-    17: ([5, 7, 9, 3, 3, 3], [1, 1, 2, 4, 5, 7]),
-    15: ([5, 7, 7, 3, 3, 3], [1, 1, 2, 3, 5, 7]),
-    13: ([5, 7, 7, 3, 3, 3], [1, 1, 2, 3, 4, 5]),
-    11: ([5, 7, 5, 3, 3, 3], [1, 1, 2, 3, 4, 5]),
-    9: ([5, 7, 5, 3, 3], [1, 1, 2, 3, 4]),
-    7: ([5, 3, 3, 3], [1, 1, 2, 3]),
-    5: ([3, 3], [1, 2]),
-}
-
-
 class DilatedReparamBlock(nn.Module):
     """Dilated Reparam Block from UniRepLKNet (Ding et al., CVPR 2024, arXiv:2311.15599).
 
@@ -445,9 +232,7 @@ class DilatedReparamBlock(nn.Module):
             attempt_use_lk_impl=attempt_use_lk_impl,
         )
         self.attempt_use_lk_impl = attempt_use_lk_impl
-        if kernel_size not in _DILATED_BRANCHES:
-            raise ValueError(f"DilatedReparamBlock has no branch setting for kernel {kernel_size}")
-        self.kernel_sizes, self.dilates = _DILATED_BRANCHES[kernel_size]
+        self.kernel_sizes, self.dilates = dilated_branches(kernel_size)
 
         if not deploy:
             self.origin_bn = get_bn(channels, use_sync_bn)
@@ -633,7 +418,6 @@ class DynamicConvBlock(nn.Module):
         _no_checkpoint(use_checkpoint)
         ctx_dim = ctx_dim // 4
         out_dim = dim + ctx_dim
-        mlp_dim = int(dim * mlp_ratio)
         self.kernel_size = kernel_size
         self.res_scale = res_scale
         self.use_gemm = use_gemm
@@ -648,7 +432,15 @@ class DynamicConvBlock(nn.Module):
         if not is_first:
             self.x_scale = LayerScale(ctx_dim, init_value=1)
             self.h_scale = LayerScale(ctx_dim, init_value=1)
+        self._build_contmix(dim, ctx_dim, out_dim, norm_layer, deploy, use_gemm)
+        self._build_mlp(dim, out_dim, mlp_ratio, norm_layer, ls_init_value, drop_path)
+        self.get_rpb()
 
+    def _build_contmix(
+        self, dim: int, ctx_dim: int, out_dim: int, norm_layer, deploy: bool, use_gemm: bool
+    ) -> None:
+        """The first residual branch: fusion, query / key of the dynamic kernels, LePE, SE, gate."""
+        kernel_size, smk_size = self.kernel_size, self.smk_size
         self.dwconv1 = ResDWConv(out_dim, kernel_size=3)
         self.norm1 = norm_layer(out_dim)
         self.fusion = nn.Sequential(
@@ -688,6 +480,18 @@ class DynamicConvBlock(nn.Module):
             BatchNorm2d(dim),
             nn.Conv2d(dim, out_dim, kernel_size=1),
         )
+
+    def _build_mlp(
+        self,
+        dim: int,
+        out_dim: int,
+        mlp_ratio: float,
+        norm_layer,
+        ls_init_value: float | None,
+        drop_path: float,
+    ) -> None:
+        """The second residual branch (GRN-MLP), then both branches' layer scales and drop path."""
+        mlp_dim = int(dim * mlp_ratio)
         self.dwconv2 = ResDWConv(out_dim, kernel_size=3)
         self.norm2 = norm_layer(out_dim)
         self.mlp = nn.Sequential(
@@ -708,7 +512,6 @@ class DynamicConvBlock(nn.Module):
             else nn.Identity()
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.get_rpb()
 
     def get_rpb(self) -> None:
         """Zero-initialised relative position bias tables for the small and large windows."""
@@ -725,33 +528,11 @@ class DynamicConvBlock(nn.Module):
         bias = rpb.flatten(1)[:, idx]  # (G, H*W, K*K)
         return attn + bias.reshape(1, self.num_heads, height, width, kernel_size**2)
 
-    def _forward_inner(self, x: jt.Var, h_x: jt.Var, h_r: jt.Var) -> tuple[jt.Var, jt.Var | None]:
-        input_resolution = tuple(x.shape[2:])
-        B, C, H, W = x.shape
-        C_h = h_x.shape[1]
-
-        if not self.is_first:
-            h_x = self.x_scale(h_x) + self.h_scale(h_r)
-
-        x_f = jt.concat([x, h_x], dim=1)
-        x_f = self.dwconv1(x_f)
-        identity = x_f
-        x_f = self.norm1(x_f)
-        x = self.fusion(x_f)
-        gate = self.gate(x)
-        lepe = self.lepe(x)
-
-        # Maps smaller than the window are upsampled to it, then pooled back after na2d.
-        is_pad = min(H, W) < self.kernel_size
-        if is_pad:
-            if H < W:
-                size = (self.kernel_size, int(self.kernel_size / H * W))
-            else:
-                size = (int(self.kernel_size / W * H), self.kernel_size)
-            x = interpolate(x, size)
-            x_f = interpolate(x_f, size)
-            H, W = size
-
+    def _dynamic_kernels(
+        self, x_f: jt.Var, C: int, C_h: int, H: int, W: int
+    ) -> tuple[jt.Var, jt.Var]:
+        """The small- and large-window kernels of every position, (B, G, H, W, k*k) each."""
+        B = x_f.shape[0]
         query, key = jt.split(x_f, [C, C_h], dim=1)
         query = self.weight_query(query) * self.scale
         key = self.weight_key(key)
@@ -767,6 +548,22 @@ class DynamicConvBlock(nn.Module):
         attn2 = self.apply_rpb(attn2, self.rpb2, H, W, self.kernel_size)
         attn1 = softmax_last(attn1)
         attn2 = softmax_last(attn2)
+        return attn1, attn2
+
+    def _contmix(self, x: jt.Var, x_f: jt.Var, C: int, C_h: int) -> jt.Var:
+        """ContMix: the dynamic kernels from ``x_f`` applied to ``x`` (na2d_av, both windows)."""
+        input_resolution = tuple(x.shape[2:])
+        B, _, H, W = x.shape
+        # Maps smaller than the window are upsampled to it, then pooled back after na2d.
+        is_pad = min(H, W) < self.kernel_size
+        if is_pad:
+            size = upsampled_size(H, W, self.kernel_size)
+            x = interpolate(x, size=size, mode="bilinear", align_corners=False)
+            x_f = interpolate(x_f, size=size, mode="bilinear", align_corners=False)
+            H, W = size
+
+        attn1, attn2 = self._dynamic_kernels(x_f, C, C_h, H, W)
+        G = self.num_heads
         # b (m g c) h w -> m b g h w c: the first half of the channels uses the small window.
         value = x.reshape(B, 2, G, -1, H, W).permute(1, 0, 2, 4, 5, 3)
 
@@ -777,7 +574,24 @@ class DynamicConvBlock(nn.Module):
 
         if is_pad:
             x = adaptive_avg_pool2d(x, input_resolution)
+        return x
 
+    def _forward_inner(self, x: jt.Var, h_x: jt.Var, h_r: jt.Var) -> tuple[jt.Var, jt.Var | None]:
+        C = x.shape[1]
+        C_h = h_x.shape[1]
+
+        if not self.is_first:
+            h_x = self.x_scale(h_x) + self.h_scale(h_r)
+
+        x_f = jt.concat([x, h_x], dim=1)
+        x_f = self.dwconv1(x_f)
+        identity = x_f
+        x_f = self.norm1(x_f)
+        x = self.fusion(x_f)
+        gate = self.gate(x)
+        lepe = self.lepe(x)
+
+        x = self._contmix(x, x_f, C, C_h)
         x = self.dyconv_proj(x)
         x = x + lepe
         x = self.se_layer(x)
@@ -839,10 +653,32 @@ class OverLoCK(nn.Module):
         sync_bn: bool | None = None,
     ):
         super().__init__()
-        fusion_dim = embed_dim[-1] + embed_dim[-1] // 4
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
+        self._build_embeddings(in_chans, embed_dim)
 
+        rep_args, dyn_args = block_args(
+            depth=depth, sub_depth=sub_depth, embed_dim=embed_dim, kernel_size=kernel_size,
+            mlp_ratio=mlp_ratio, sub_mlp_ratio=sub_mlp_ratio, sub_num_heads=sub_num_heads,
+            ls_init_value=ls_init_value, smk_size=smk_size, drop_path_rate=drop_path_rate,
+            use_checkpoint=use_checkpoint,
+        )  # fmt: skip
+        shared = dict(res_scale=res_scale, norm_layer=norm_layer, use_gemm=use_gemm, deploy=deploy)
+        self.blocks1 = nn.ModuleList([RepConvBlock(**a, **shared) for a in rep_args[0]])
+        self.blocks2 = nn.ModuleList([RepConvBlock(**a, **shared) for a in rep_args[1]])
+        self.blocks3 = nn.ModuleList([RepConvBlock(**a, **shared) for a in rep_args[2]])
+        self.blocks4 = nn.ModuleList([RepConvBlock(**a, **shared) for a in rep_args[3]])
+        self.sub_blocks3 = nn.ModuleList([DynamicConvBlock(**a, **shared) for a in dyn_args[0]])
+        self.sub_blocks4 = nn.ModuleList([DynamicConvBlock(**a, **shared) for a in dyn_args[1]])
+        self._build_heads(embed_dim[-1], projection, num_classes, use_ds)
+
+        self.apply(self._init_weights)
+        if sync_bn or (sync_bn is None and jt.in_mpi):
+            convert_sync_batchnorm(self)
+        use_cpu_depthwise(self)  # speed only: oneDNN has no fast NCHW depthwise path
+
+    def _build_embeddings(self, in_chans: int, embed_dim: Sequence[int]) -> None:
+        """The stem, the downsampling between stages and the context projections."""
         self.patch_embed1 = stem(in_chans, embed_dim[0])
         self.patch_embed2 = downsample(embed_dim[0], embed_dim[1])
         self.patch_embed3 = downsample(embed_dim[1], embed_dim[2])
@@ -850,66 +686,14 @@ class OverLoCK(nn.Module):
         self.high_level_proj = nn.Conv2d(embed_dim[-1], embed_dim[-1] // 4, kernel_size=1)
         self.patch_embedx = CTXDownsample(embed_dim[2], embed_dim[3])
 
-        dpr = np.linspace(0, drop_path_rate, sum(depth) + sum(sub_depth)).tolist()
-        first = np.cumsum([0, *depth, *sub_depth]).tolist()  # first dpr index of each stage
-
-        def rep_stage(s: int) -> nn.ModuleList:
-            return nn.ModuleList(
-                [
-                    RepConvBlock(
-                        dim=embed_dim[s],
-                        kernel_size=kernel_size[s],
-                        mlp_ratio=mlp_ratio[s],
-                        ls_init_value=ls_init_value[s],
-                        res_scale=res_scale,
-                        drop_path=dpr[first[s] + i],
-                        norm_layer=norm_layer,
-                        use_gemm=use_gemm,
-                        deploy=deploy,
-                        use_checkpoint=(i < use_checkpoint[s]),
-                    )
-                    for i in range(depth[s])
-                ]
-            )
-
-        def dyn_stage(j: int) -> nn.ModuleList:
-            s = j + 2  # sub-stage j re-reads stage s
-            return nn.ModuleList(
-                [
-                    DynamicConvBlock(
-                        dim=embed_dim[s],
-                        ctx_dim=embed_dim[-1],
-                        kernel_size=kernel_size[s],
-                        num_heads=sub_num_heads[j],
-                        pool_size=7,
-                        mlp_ratio=sub_mlp_ratio[j],
-                        ls_init_value=ls_init_value[s],
-                        res_scale=res_scale,
-                        drop_path=dpr[first[4 + j] + i],
-                        norm_layer=norm_layer,
-                        smk_size=smk_size,
-                        use_gemm=use_gemm,
-                        deploy=deploy,
-                        is_first=(j == 0 and i == 0),
-                        is_last=(j == 1 and i == sub_depth[1] - 1),
-                        use_checkpoint=(i < use_checkpoint[s]),
-                    )
-                    for i in range(sub_depth[j])
-                ]
-            )
-
-        self.blocks1 = rep_stage(0)
-        self.blocks2 = rep_stage(1)
-        self.blocks3 = rep_stage(2)
-        self.blocks4 = rep_stage(3)
-        self.sub_blocks3 = dyn_stage(0)
-        self.sub_blocks4 = dyn_stage(1)
-
+    def _build_heads(self, ctx_dim: int, projection: int, num_classes: int, use_ds: bool) -> None:
+        """The main head on the Focus-Net output and, with ``use_ds``, the auxiliary head."""
+        fusion_dim = ctx_dim + ctx_dim // 4
         if use_ds:  # auxiliary (deep-supervision) head on the Overview-Net context
             self.aux_head = nn.Sequential(
-                BatchNorm2d(embed_dim[-1]),
+                BatchNorm2d(ctx_dim),
                 AdaptiveAvgPool2d(1),
-                nn.Conv2d(embed_dim[-1], num_classes, kernel_size=1)
+                nn.Conv2d(ctx_dim, num_classes, kernel_size=1)
                 if num_classes > 0
                 else nn.Identity(),
             )
@@ -920,11 +704,6 @@ class OverLoCK(nn.Module):
             AdaptiveAvgPool2d(1),
             nn.Conv2d(projection, num_classes, kernel_size=1) if num_classes > 0 else nn.Identity(),
         )
-
-        self.apply(self._init_weights)
-        if sync_bn or (sync_bn is None and jt.in_mpi):
-            convert_sync_batchnorm(self)
-        use_cpu_depthwise(self)  # speed only: oneDNN has no fast NCHW depthwise path
 
     def _init_weights(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)):
@@ -964,7 +743,7 @@ class OverLoCK(nn.Module):
     def forward_sub_features(self, x: jt.Var, ctx: jt.Var) -> tuple[jt.Var, jt.Var]:
         ctx_cls = ctx
         ctx_ori = self.high_level_proj(ctx)
-        ctx_up = interpolate(ctx_ori, tuple(x.shape[2:]))
+        ctx_up = interpolate(ctx_ori, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
 
         for idx, blk in enumerate(self.sub_blocks3):
             if idx == 0:
@@ -989,142 +768,7 @@ class OverLoCK(nn.Module):
         return x
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "crop_pct": 0.9,
-        "interpolation": "bicubic",
-        "mean": (0.485, 0.456, 0.406),  # ImageNet defaults, as timm's
-        "std": (0.229, 0.224, 0.225),
-        "first_conv": "patch_embed1.0",
-        "classifier": "head.4",
-        **kwargs,
-    }
-
-
-# Accepted so the same call works for both twins; they only matter for timm hub weights.
-_TIMM_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
-
-def _create_overlock(
-    variant: str, pretrained: bool, crop_pct: float, model_args: dict[str, Any], **kwargs: Any
-) -> OverLoCK:
-    if pretrained:
-        raise ValueError(
-            f"{variant}: pretrained=True is not supported (no hub downloads); build the model "
-            "and load a local checkpoint with load_state_dict"
-        )
-    for key in _TIMM_KWARGS:
-        kwargs.pop(key, None)
-    model = OverLoCK(**{**model_args, **kwargs})
-    model.pretrained_cfg = model.default_cfg = _cfg(crop_pct=crop_pct)
-    return model
-
-
-_XXT = dict(
-    depth=[1, 1, 2, 1],
-    sub_depth=[3, 1],
-    embed_dim=[24, 48, 96, 128],
-    kernel_size=[13, 11, 9, 7],
-    mlp_ratio=[2, 2, 2, 2],
-    sub_num_heads=[1, 2],
-    sub_mlp_ratio=[2, 2],
-    projection=256,
-)
-_XT = dict(
-    depth=[2, 2, 3, 2],
-    sub_depth=[6, 2],
-    embed_dim=[56, 112, 256, 336],
-    kernel_size=[17, 15, 13, 7],
-    mlp_ratio=[4, 4, 4, 4],
-    sub_num_heads=[4, 6],
-    sub_mlp_ratio=[3, 3],
-)
-_T = dict(
-    depth=[4, 4, 6, 2],
-    sub_depth=[12, 2],
-    embed_dim=[64, 128, 256, 512],
-    kernel_size=[17, 15, 13, 7],
-    mlp_ratio=[4, 4, 4, 4],
-    sub_num_heads=[4, 8],
-    sub_mlp_ratio=[3, 3],
-)
-_S = dict(
-    depth=[6, 6, 8, 3],
-    sub_depth=[16, 3],
-    embed_dim=[64, 128, 320, 512],
-    kernel_size=[17, 15, 13, 7],
-    mlp_ratio=[4, 4, 4, 4],
-    sub_num_heads=[8, 16],
-    sub_mlp_ratio=[3, 3],
-)
-_B = dict(
-    depth=[8, 8, 10, 4],
-    sub_depth=[20, 4],
-    embed_dim=[80, 160, 384, 576],
-    kernel_size=[17, 15, 13, 7],
-    mlp_ratio=[4, 4, 4, 4],
-    sub_num_heads=[6, 9],
-    sub_mlp_ratio=[3, 3],
-)
-
-
-def overlock_xxt(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> OverLoCK:
-    """OverLoCK-XXT: a small variant of this project (not in the paper), for quick experiments."""
-    return _create_overlock(
-        "overlock_xxt", pretrained, 0.9, _XXT, num_classes=num_classes, **kwargs
-    )
-
-
-def overlock_xt(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> OverLoCK:
-    return _create_overlock(
-        "overlock_xt", pretrained, 0.925, _XT, num_classes=num_classes, **kwargs
-    )
-
-
-def overlock_t(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> OverLoCK:
-    return _create_overlock("overlock_t", pretrained, 0.95, _T, num_classes=num_classes, **kwargs)
-
-
-def overlock_s(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> OverLoCK:
-    return _create_overlock("overlock_s", pretrained, 0.95, _S, num_classes=num_classes, **kwargs)
-
-
-def overlock_b(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> OverLoCK:
-    return _create_overlock("overlock_b", pretrained, 0.975, _B, num_classes=num_classes, **kwargs)
-
-
-# Reparameterised (deploy) variants: every DilatedReparamBlock is one large kernel with bias.
-# They load checkpoints saved after ``model.reparam()`` (or the official *_reparam.pth files).
-
-
-def overlock_xxt_reparam(
-    pretrained: bool = False, num_classes: int = 1000, **kwargs: Any
-) -> OverLoCK:
-    return overlock_xxt(pretrained, num_classes, deploy=True, **kwargs)
-
-
-def overlock_xt_reparam(
-    pretrained: bool = False, num_classes: int = 1000, **kwargs: Any
-) -> OverLoCK:
-    return overlock_xt(pretrained, num_classes, deploy=True, **kwargs)
-
-
-def overlock_t_reparam(
-    pretrained: bool = False, num_classes: int = 1000, **kwargs: Any
-) -> OverLoCK:
-    return overlock_t(pretrained, num_classes, deploy=True, **kwargs)
-
-
-def overlock_s_reparam(
-    pretrained: bool = False, num_classes: int = 1000, **kwargs: Any
-) -> OverLoCK:
-    return overlock_s(pretrained, num_classes, deploy=True, **kwargs)
-
-
-def overlock_b_reparam(
-    pretrained: bool = False, num_classes: int = 1000, **kwargs: Any
-) -> OverLoCK:
-    return overlock_b(pretrained, num_classes, deploy=True, **kwargs)
+# overlock_<name>(pretrained=False, num_classes=1000, **kwargs) and overlock_<name>_reparam(...)
+# for every variant of models/variants.py; the _reparam forms (every DilatedReparamBlock one
+# large kernel with bias) load checkpoints saved after ``model.reparam()``.
+globals().update(model_factories(OverLoCK, __name__))

@@ -13,19 +13,29 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath
 from timm.models import register_model
 from torch import nn
+from torch.nn import GELU, AdaptiveAvgPool2d, BatchNorm2d
+from torch.nn.functional import adaptive_avg_pool2d, interpolate
 from torch.utils.checkpoint import checkpoint
 
 from .na2d_torch import na2d_av
+from .overlock_common import (
+    DEFAULT_CFGS,
+    block_args,
+    dilated_branches,
+    model_factories,
+    rpb_index,
+    upsampled_size,
+)
+from .sync_batchnorm_torch import SyncBatchNorm, convert_sync_batchnorm
+from .variants import ALL_MODEL_NAMES
 
-__all__ = ["OverLoCK"]
+__all__ = ["OverLoCK", *ALL_MODEL_NAMES]
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,73 +86,11 @@ def get_conv2d(
     )
 
 
-class SyncBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d over the global batch of all processes (``nn.SyncBatchNorm``'s role).
-
-    torch's SyncBatchNorm refuses CPU tensors (and DDP refuses it on CPU modules), so this one
-    takes the global sum and centred sum of squares from two differentiable all-reduces
-    (``torch.distributed.nn``), on any device and exact for shards of any size. In eval mode or
-    in one process it is BatchNorm2d.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and _distributed_world_size() > 1):
-            return super().forward(x)
-        dims = (0, 2, 3)
-        local = torch.cat([x.sum(dims), x.new_tensor([x.numel() // x.shape[1]])])
-        total = _AllReduceSum.apply(local)
-        count = total[-1]
-        mean = total[:-1] / count
-        xc = x - mean[None, :, None, None]
-        var = _AllReduceSum.apply((xc * xc).sum(dims)) / count
-        with torch.no_grad():
-            unbiased = var * (count / (count - 1).clamp(min=1))
-            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
-            self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
-            self.num_batches_tracked.add_(1)
-        scale = self.weight / torch.sqrt(var + self.eps)
-        return xc * scale[None, :, None, None] + self.bias[None, :, None, None]
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over processes; the gradient of each input is the sum of the outputs' gradients."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        torch.distributed.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        torch.distributed.all_reduce(grad)
-        return grad
-
-
-def _distributed_world_size() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
-
-
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d below ``module`` by a SyncBatchNorm with the same state."""
-    for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            sync = SyncBatchNorm(child.num_features, child.eps, child.momentum)
-            sync.load_state_dict(child.state_dict())
-            setattr(module, name, sync.to(child.weight.device))
-        else:
-            convert_sync_batchnorm(child)
-    return module
-
-
 def get_bn(dim: int, use_sync_bn: bool = False) -> nn.Module:
-    return SyncBatchNorm(dim) if use_sync_bn else nn.BatchNorm2d(dim)
+    return SyncBatchNorm(dim) if use_sync_bn else BatchNorm2d(dim)
 
 
-def fuse_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+def fuse_bn(conv: nn.Conv2d, bn: BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold an eval-mode BatchNorm into the preceding conv: returns (kernel, bias)."""
     conv_bias = 0 if conv.bias is None else conv.bias
     std = (bn.running_var + bn.eps).sqrt()
@@ -171,41 +119,20 @@ def merge_dilated_into_large_kernel(
     return large_kernel + F.pad(equivalent_kernel, [pad] * 4)
 
 
-@functools.lru_cache(maxsize=64)
-def rpb_index(height: int, width: int, kernel_size: int) -> np.ndarray:
-    """Index into a flattened (2K-1, 2K-1) relative-position-bias table, shape (H*W, K*K).
-
-    Neighbourhood attention (NATTEN, dilation 1) gives query i the window starting at
-    s_i = clamp(i - K//2, 0, L - K); its neighbour k sits at s_i + k, so the relative offset is
-    s_i + k - i and its bias-table row is s_i + k - i + K - 1. Equals the official ``apply_rpb``
-    (checked against it in tests/test_models.py).
-    """
-
-    def axis(length: int) -> np.ndarray:  # (L, K) table rows along one axis
-        pos = np.arange(length)
-        start = np.clip(pos - kernel_size // 2, 0, length - kernel_size)
-        return start[:, None] + np.arange(kernel_size)[None, :] - pos[:, None] + kernel_size - 1
-
-    size = 2 * kernel_size - 1
-    rows, cols = axis(height), axis(width)
-    idx = rows[:, None, :, None] * size + cols[None, :, None, :]  # (H, W, K, K)
-    return idx.reshape(height * width, kernel_size * kernel_size)
-
-
 def stem(in_chans: int = 3, embed_dim: int = 96) -> nn.Sequential:
     """Four 3x3 convs, two of them stride 2: the 4x patch embedding."""
     return nn.Sequential(
         nn.Conv2d(in_chans, embed_dim // 2, kernel_size=3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(embed_dim // 2),
-        nn.GELU(),
+        BatchNorm2d(embed_dim // 2),
+        GELU(),
         nn.Conv2d(embed_dim // 2, embed_dim // 2, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(embed_dim // 2),
-        nn.GELU(),
+        BatchNorm2d(embed_dim // 2),
+        GELU(),
         nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(embed_dim),
-        nn.GELU(),
+        BatchNorm2d(embed_dim),
+        GELU(),
         nn.Conv2d(embed_dim, embed_dim, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(embed_dim),
+        BatchNorm2d(embed_dim),
     )
 
 
@@ -213,18 +140,18 @@ def downsample(in_dim: int, out_dim: int) -> nn.Sequential:
     """Stride-2 3x3 conv + BN between stages."""
     return nn.Sequential(
         nn.Conv2d(in_dim, out_dim, kernel_size=3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(out_dim),
+        BatchNorm2d(out_dim),
     )
 
 
 class SEModule(nn.Module):
     """Squeeze-and-Excitation (Hu et al., CVPR 2018) with a GELU bottleneck."""
 
-    def __init__(self, dim: int, red: int = 8, inner_act=nn.GELU, out_act=nn.Sigmoid):
+    def __init__(self, dim: int, red: int = 8, inner_act=GELU, out_act=nn.Sigmoid):
         super().__init__()
         inner_dim = max(16, dim // red)
         self.proj = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
+            AdaptiveAvgPool2d(1),
             nn.Conv2d(dim, inner_dim, kernel_size=1),
             inner_act(),
             nn.Conv2d(inner_dim, dim, kernel_size=1),
@@ -280,20 +207,6 @@ class GRN(nn.Module):
         return (self.gamma * Nx + 1) * x
 
 
-# Small dilated branches added to a depthwise K x K kernel (UniRepLKNet defaults):
-# kernel_size -> (branch kernel sizes, branch dilations).
-_DILATED_BRANCHES = {
-    19: ([5, 7, 9, 9, 3, 3, 3], [1, 1, 1, 2, 4, 5, 7]),
-    17: ([5, 7, 9, 3, 3, 3], [1, 1, 2, 4, 5, 7]),
-    15: ([5, 7, 7, 3, 3, 3], [1, 1, 2, 3, 5, 7]),
-    13: ([5, 7, 7, 3, 3, 3], [1, 1, 2, 3, 4, 5]),
-    11: ([5, 7, 5, 3, 3, 3], [1, 1, 2, 3, 4, 5]),
-    9: ([5, 7, 5, 3, 3], [1, 1, 2, 3, 4]),
-    7: ([5, 3, 3, 3], [1, 1, 2, 3]),
-    5: ([3, 3], [1, 2]),
-}
-
-
 class DilatedReparamBlock(nn.Module):
     """Dilated Reparam Block from UniRepLKNet (Ding et al., CVPR 2024, arXiv:2311.15599).
 
@@ -322,9 +235,7 @@ class DilatedReparamBlock(nn.Module):
             attempt_use_lk_impl=attempt_use_lk_impl,
         )
         self.attempt_use_lk_impl = attempt_use_lk_impl
-        if kernel_size not in _DILATED_BRANCHES:
-            raise ValueError(f"DilatedReparamBlock has no branch setting for kernel {kernel_size}")
-        self.kernel_sizes, self.dilates = _DILATED_BRANCHES[kernel_size]
+        self.kernel_sizes, self.dilates = dilated_branches(kernel_size)
 
         if not deploy:
             self.origin_bn = get_bn(channels, use_sync_bn)
@@ -392,11 +303,11 @@ class CTXDownsample(nn.Module):
         super().__init__()
         self.x_proj = nn.Sequential(
             nn.Conv2d(dim, h_dim, kernel_size=3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(h_dim),
+            BatchNorm2d(h_dim),
         )
         self.h_proj = nn.Sequential(
             nn.Conv2d(h_dim // 4, h_dim // 4, kernel_size=3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(h_dim // 4),
+            BatchNorm2d(h_dim // 4),
         )
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -440,10 +351,10 @@ class RepConvBlock(nn.Module):
             DilatedReparamBlock(
                 dim, kernel_size=kernel_size, deploy=deploy, attempt_use_lk_impl=use_gemm
             ),
-            nn.BatchNorm2d(dim),
+            BatchNorm2d(dim),
             SEModule(dim),
             nn.Conv2d(dim, mlp_dim, kernel_size=1),
-            nn.GELU(),
+            GELU(),
             ResDWConv(mlp_dim, kernel_size=3),
             GRN(mlp_dim),
             nn.Conv2d(mlp_dim, dim, kernel_size=1),
@@ -498,7 +409,6 @@ class DynamicConvBlock(nn.Module):
         super().__init__()
         ctx_dim = ctx_dim // 4
         out_dim = dim + ctx_dim
-        mlp_dim = int(dim * mlp_ratio)
         self.kernel_size = kernel_size
         self.res_scale = res_scale
         self.use_gemm = use_gemm
@@ -513,51 +423,71 @@ class DynamicConvBlock(nn.Module):
         if not is_first:
             self.x_scale = LayerScale(ctx_dim, init_value=1)
             self.h_scale = LayerScale(ctx_dim, init_value=1)
+        self._build_contmix(dim, ctx_dim, out_dim, norm_layer, deploy, use_gemm)
+        self._build_mlp(dim, out_dim, mlp_ratio, norm_layer, ls_init_value, drop_path)
+        self.get_rpb()
 
+    def _build_contmix(
+        self, dim: int, ctx_dim: int, out_dim: int, norm_layer, deploy: bool, use_gemm: bool
+    ) -> None:
+        """The first residual branch: fusion, query / key of the dynamic kernels, LePE, SE, gate."""
+        kernel_size, smk_size = self.kernel_size, self.smk_size
         self.dwconv1 = ResDWConv(out_dim, kernel_size=3)
         self.norm1 = norm_layer(out_dim)
         self.fusion = nn.Sequential(
             nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1, groups=out_dim),
-            nn.BatchNorm2d(out_dim),
-            nn.GELU(),
+            BatchNorm2d(out_dim),
+            GELU(),
             nn.Conv2d(out_dim, dim, kernel_size=1),
             GRN(dim),
         )
         self.weight_query = nn.Sequential(
             nn.Conv2d(dim, dim // 2, kernel_size=1, bias=False),
-            nn.BatchNorm2d(dim // 2),
+            BatchNorm2d(dim // 2),
         )
         self.weight_key = nn.Sequential(
-            nn.AdaptiveAvgPool2d(7),
+            AdaptiveAvgPool2d(7),
             nn.Conv2d(ctx_dim, dim // 2, kernel_size=1, bias=False),
-            nn.BatchNorm2d(dim // 2),
+            BatchNorm2d(dim // 2),
         )
         self.weight_proj = nn.Conv2d(49, kernel_size**2 + smk_size**2, kernel_size=1)
         self.dyconv_proj = nn.Sequential(
             nn.Conv2d(dim, dim, kernel_size=1, bias=False),
-            nn.BatchNorm2d(dim),
+            BatchNorm2d(dim),
         )
         self.lepe = nn.Sequential(
             DilatedReparamBlock(
                 dim, kernel_size=kernel_size, deploy=deploy, attempt_use_lk_impl=use_gemm
             ),
-            nn.BatchNorm2d(dim),
+            BatchNorm2d(dim),
         )
         self.se_layer = SEModule(dim)
         self.gate = nn.Sequential(
             nn.Conv2d(dim, dim, kernel_size=1, bias=False),
-            nn.BatchNorm2d(dim),
+            BatchNorm2d(dim),
             nn.SiLU(),
         )
         self.proj = nn.Sequential(
-            nn.BatchNorm2d(dim),
+            BatchNorm2d(dim),
             nn.Conv2d(dim, out_dim, kernel_size=1),
         )
+
+    def _build_mlp(
+        self,
+        dim: int,
+        out_dim: int,
+        mlp_ratio: float,
+        norm_layer,
+        ls_init_value: float | None,
+        drop_path: float,
+    ) -> None:
+        """The second residual branch (GRN-MLP), then both branches' layer scales and drop path."""
+        mlp_dim = int(dim * mlp_ratio)
         self.dwconv2 = ResDWConv(out_dim, kernel_size=3)
         self.norm2 = norm_layer(out_dim)
         self.mlp = nn.Sequential(
             nn.Conv2d(out_dim, mlp_dim, kernel_size=1),
-            nn.GELU(),
+            GELU(),
             ResDWConv(mlp_dim, kernel_size=3),
             GRN(mlp_dim),
             nn.Conv2d(mlp_dim, out_dim, kernel_size=1),
@@ -573,7 +503,6 @@ class DynamicConvBlock(nn.Module):
             else nn.Identity()
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.get_rpb()
 
     def get_rpb(self) -> None:
         """Zero-initialised relative position bias tables for the small and large windows."""
@@ -590,35 +519,11 @@ class DynamicConvBlock(nn.Module):
         bias = rpb.flatten(1)[:, idx]  # (G, H*W, K*K)
         return attn + bias.reshape(1, self.num_heads, height, width, kernel_size**2)
 
-    def _forward_inner(
-        self, x: torch.Tensor, h_x: torch.Tensor, h_r: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        input_resolution = x.shape[2:]
-        B, C, H, W = x.shape
-        C_h = h_x.shape[1]
-
-        if not self.is_first:
-            h_x = self.x_scale(h_x) + self.h_scale(h_r)
-
-        x_f = torch.cat([x, h_x], dim=1)
-        x_f = self.dwconv1(x_f)
-        identity = x_f
-        x_f = self.norm1(x_f)
-        x = self.fusion(x_f)
-        gate = self.gate(x)
-        lepe = self.lepe(x)
-
-        # Maps smaller than the window are upsampled to it, then pooled back after na2d.
-        is_pad = min(H, W) < self.kernel_size
-        if is_pad:
-            if H < W:
-                size = (self.kernel_size, int(self.kernel_size / H * W))
-            else:
-                size = (int(self.kernel_size / W * H), self.kernel_size)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            x_f = F.interpolate(x_f, size=size, mode="bilinear", align_corners=False)
-            H, W = size
-
+    def _dynamic_kernels(
+        self, x_f: torch.Tensor, C: int, C_h: int, H: int, W: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The small- and large-window kernels of every position, (B, G, H, W, k*k) each."""
+        B = x_f.shape[0]
         query, key = torch.split(x_f, [C, C_h], dim=1)
         query = self.weight_query(query) * self.scale
         key = self.weight_key(key)
@@ -634,6 +539,22 @@ class DynamicConvBlock(nn.Module):
         attn2 = self.apply_rpb(attn2, self.rpb2, H, W, self.kernel_size)
         attn1 = torch.softmax(attn1, dim=-1)
         attn2 = torch.softmax(attn2, dim=-1)
+        return attn1, attn2
+
+    def _contmix(self, x: torch.Tensor, x_f: torch.Tensor, C: int, C_h: int) -> torch.Tensor:
+        """ContMix: the dynamic kernels from ``x_f`` applied to ``x`` (na2d_av, both windows)."""
+        input_resolution = tuple(x.shape[2:])
+        B, _, H, W = x.shape
+        # Maps smaller than the window are upsampled to it, then pooled back after na2d.
+        is_pad = min(H, W) < self.kernel_size
+        if is_pad:
+            size = upsampled_size(H, W, self.kernel_size)
+            x = interpolate(x, size=size, mode="bilinear", align_corners=False)
+            x_f = interpolate(x_f, size=size, mode="bilinear", align_corners=False)
+            H, W = size
+
+        attn1, attn2 = self._dynamic_kernels(x_f, C, C_h, H, W)
+        G = self.num_heads
         # b (m g c) h w -> m b g h w c: the first half of the channels uses the small window.
         value = x.reshape(B, 2, G, -1, H, W).permute(1, 0, 2, 4, 5, 3)
 
@@ -643,8 +564,27 @@ class DynamicConvBlock(nn.Module):
         x = x.permute(0, 1, 4, 2, 3).reshape(B, -1, H, W)  # b (2g c) h w
 
         if is_pad:
-            x = F.adaptive_avg_pool2d(x, input_resolution)
+            x = adaptive_avg_pool2d(x, input_resolution)
+        return x
 
+    def _forward_inner(
+        self, x: torch.Tensor, h_x: torch.Tensor, h_r: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        C = x.shape[1]
+        C_h = h_x.shape[1]
+
+        if not self.is_first:
+            h_x = self.x_scale(h_x) + self.h_scale(h_r)
+
+        x_f = torch.cat([x, h_x], dim=1)
+        x_f = self.dwconv1(x_f)
+        identity = x_f
+        x_f = self.norm1(x_f)
+        x = self.fusion(x_f)
+        gate = self.gate(x)
+        lepe = self.lepe(x)
+
+        x = self._contmix(x, x_f, C, C_h)
         x = self.dyconv_proj(x)
         x = x + lepe
         x = self.se_layer(x)
@@ -710,87 +650,24 @@ class OverLoCK(nn.Module):
         sync_bn: bool | None = None,
     ):
         super().__init__()
-        fusion_dim = embed_dim[-1] + embed_dim[-1] // 4
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
+        self._build_embeddings(in_chans, embed_dim)
 
-        self.patch_embed1 = stem(in_chans, embed_dim[0])
-        self.patch_embed2 = downsample(embed_dim[0], embed_dim[1])
-        self.patch_embed3 = downsample(embed_dim[1], embed_dim[2])
-        self.patch_embed4 = downsample(embed_dim[2], embed_dim[3])
-        self.high_level_proj = nn.Conv2d(embed_dim[-1], embed_dim[-1] // 4, kernel_size=1)
-        self.patch_embedx = CTXDownsample(embed_dim[2], embed_dim[3])
-
-        dpr = np.linspace(0, drop_path_rate, sum(depth) + sum(sub_depth)).tolist()
-        first = np.cumsum([0, *depth, *sub_depth]).tolist()  # first dpr index of each stage
-
-        def rep_stage(s: int) -> nn.ModuleList:
-            return nn.ModuleList(
-                [
-                    RepConvBlock(
-                        dim=embed_dim[s],
-                        kernel_size=kernel_size[s],
-                        mlp_ratio=mlp_ratio[s],
-                        ls_init_value=ls_init_value[s],
-                        res_scale=res_scale,
-                        drop_path=dpr[first[s] + i],
-                        norm_layer=norm_layer,
-                        use_gemm=use_gemm,
-                        deploy=deploy,
-                        use_checkpoint=(i < use_checkpoint[s]),
-                    )
-                    for i in range(depth[s])
-                ]
-            )
-
-        def dyn_stage(j: int) -> nn.ModuleList:
-            s = j + 2  # sub-stage j re-reads stage s
-            return nn.ModuleList(
-                [
-                    DynamicConvBlock(
-                        dim=embed_dim[s],
-                        ctx_dim=embed_dim[-1],
-                        kernel_size=kernel_size[s],
-                        num_heads=sub_num_heads[j],
-                        pool_size=7,
-                        mlp_ratio=sub_mlp_ratio[j],
-                        ls_init_value=ls_init_value[s],
-                        res_scale=res_scale,
-                        drop_path=dpr[first[4 + j] + i],
-                        norm_layer=norm_layer,
-                        smk_size=smk_size,
-                        use_gemm=use_gemm,
-                        deploy=deploy,
-                        is_first=(j == 0 and i == 0),
-                        is_last=(j == 1 and i == sub_depth[1] - 1),
-                        use_checkpoint=(i < use_checkpoint[s]),
-                    )
-                    for i in range(sub_depth[j])
-                ]
-            )
-
-        self.blocks1 = rep_stage(0)
-        self.blocks2 = rep_stage(1)
-        self.blocks3 = rep_stage(2)
-        self.blocks4 = rep_stage(3)
-        self.sub_blocks3 = dyn_stage(0)
-        self.sub_blocks4 = dyn_stage(1)
-
-        if use_ds:  # auxiliary (deep-supervision) head on the Overview-Net context
-            self.aux_head = nn.Sequential(
-                nn.BatchNorm2d(embed_dim[-1]),
-                nn.AdaptiveAvgPool2d(1),
-                nn.Conv2d(embed_dim[-1], num_classes, kernel_size=1)
-                if num_classes > 0
-                else nn.Identity(),
-            )
-        self.head = nn.Sequential(
-            nn.Conv2d(fusion_dim, projection, kernel_size=1, bias=False),
-            nn.BatchNorm2d(projection),
-            nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(projection, num_classes, kernel_size=1) if num_classes > 0 else nn.Identity(),
-        )
+        rep_args, dyn_args = block_args(
+            depth=depth, sub_depth=sub_depth, embed_dim=embed_dim, kernel_size=kernel_size,
+            mlp_ratio=mlp_ratio, sub_mlp_ratio=sub_mlp_ratio, sub_num_heads=sub_num_heads,
+            ls_init_value=ls_init_value, smk_size=smk_size, drop_path_rate=drop_path_rate,
+            use_checkpoint=use_checkpoint,
+        )  # fmt: skip
+        shared = dict(res_scale=res_scale, norm_layer=norm_layer, use_gemm=use_gemm, deploy=deploy)
+        self.blocks1 = nn.ModuleList([RepConvBlock(**a, **shared) for a in rep_args[0]])
+        self.blocks2 = nn.ModuleList([RepConvBlock(**a, **shared) for a in rep_args[1]])
+        self.blocks3 = nn.ModuleList([RepConvBlock(**a, **shared) for a in rep_args[2]])
+        self.blocks4 = nn.ModuleList([RepConvBlock(**a, **shared) for a in rep_args[3]])
+        self.sub_blocks3 = nn.ModuleList([DynamicConvBlock(**a, **shared) for a in dyn_args[0]])
+        self.sub_blocks4 = nn.ModuleList([DynamicConvBlock(**a, **shared) for a in dyn_args[1]])
+        self._build_heads(embed_dim[-1], projection, num_classes, use_ds)
 
         self.apply(self._init_weights)
 
@@ -798,12 +675,40 @@ class OverLoCK(nn.Module):
         if sync_bn or (sync_bn is None and distributed):
             convert_sync_batchnorm(self)
 
+    def _build_embeddings(self, in_chans: int, embed_dim: Sequence[int]) -> None:
+        """The stem, the downsampling between stages and the context projections."""
+        self.patch_embed1 = stem(in_chans, embed_dim[0])
+        self.patch_embed2 = downsample(embed_dim[0], embed_dim[1])
+        self.patch_embed3 = downsample(embed_dim[1], embed_dim[2])
+        self.patch_embed4 = downsample(embed_dim[2], embed_dim[3])
+        self.high_level_proj = nn.Conv2d(embed_dim[-1], embed_dim[-1] // 4, kernel_size=1)
+        self.patch_embedx = CTXDownsample(embed_dim[2], embed_dim[3])
+
+    def _build_heads(self, ctx_dim: int, projection: int, num_classes: int, use_ds: bool) -> None:
+        """The main head on the Focus-Net output and, with ``use_ds``, the auxiliary head."""
+        fusion_dim = ctx_dim + ctx_dim // 4
+        if use_ds:  # auxiliary (deep-supervision) head on the Overview-Net context
+            self.aux_head = nn.Sequential(
+                BatchNorm2d(ctx_dim),
+                AdaptiveAvgPool2d(1),
+                nn.Conv2d(ctx_dim, num_classes, kernel_size=1)
+                if num_classes > 0
+                else nn.Identity(),
+            )
+        self.head = nn.Sequential(
+            nn.Conv2d(fusion_dim, projection, kernel_size=1, bias=False),
+            BatchNorm2d(projection),
+            nn.SiLU(),
+            AdaptiveAvgPool2d(1),
+            nn.Conv2d(projection, num_classes, kernel_size=1) if num_classes > 0 else nn.Identity(),
+        )
+
     def _init_weights(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.constant_(m.bias, 0)
-        elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d, nn.BatchNorm1d)):
+        elif isinstance(m, (nn.LayerNorm, BatchNorm2d, nn.BatchNorm1d)):
             nn.init.constant_(m.weight, 1.0)
             nn.init.constant_(m.bias, 0)
 
@@ -837,7 +742,7 @@ class OverLoCK(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx_cls = ctx
         ctx_ori = self.high_level_proj(ctx)
-        ctx_up = F.interpolate(ctx_ori, size=x.shape[2:], mode="bilinear", align_corners=False)
+        ctx_up = interpolate(ctx_ori, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
 
         for idx, blk in enumerate(self.sub_blocks3):
             if idx == 0:
@@ -862,152 +767,9 @@ class OverLoCK(nn.Module):
         return x
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "crop_pct": 0.9,
-        "interpolation": "bicubic",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed1.0",
-        "classifier": "head.4",
-        **kwargs,
-    }
-
-
-# timm.create_model passes these; they only matter for hub weights, which are not supported.
-_TIMM_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
-
-def _create_overlock(
-    variant: str, pretrained: bool, crop_pct: float, model_args: dict[str, Any], **kwargs: Any
-) -> OverLoCK:
-    if pretrained:
-        raise ValueError(
-            f"{variant}: pretrained=True is not supported (no hub downloads); build the model "
-            "and load a local checkpoint with load_state_dict"
-        )
-    for key in _TIMM_KWARGS:
-        kwargs.pop(key, None)
-    model = OverLoCK(**{**model_args, **kwargs})
-    model.pretrained_cfg = model.default_cfg = _cfg(crop_pct=crop_pct)
-    return model
-
-
-_XXT = dict(
-    depth=[1, 1, 2, 1],
-    sub_depth=[3, 1],
-    embed_dim=[24, 48, 96, 128],
-    kernel_size=[13, 11, 9, 7],
-    mlp_ratio=[2, 2, 2, 2],
-    sub_num_heads=[1, 2],
-    sub_mlp_ratio=[2, 2],
-    projection=256,
-)
-_XT = dict(
-    depth=[2, 2, 3, 2],
-    sub_depth=[6, 2],
-    embed_dim=[56, 112, 256, 336],
-    kernel_size=[17, 15, 13, 7],
-    mlp_ratio=[4, 4, 4, 4],
-    sub_num_heads=[4, 6],
-    sub_mlp_ratio=[3, 3],
-)
-_T = dict(
-    depth=[4, 4, 6, 2],
-    sub_depth=[12, 2],
-    embed_dim=[64, 128, 256, 512],
-    kernel_size=[17, 15, 13, 7],
-    mlp_ratio=[4, 4, 4, 4],
-    sub_num_heads=[4, 8],
-    sub_mlp_ratio=[3, 3],
-)
-_S = dict(
-    depth=[6, 6, 8, 3],
-    sub_depth=[16, 3],
-    embed_dim=[64, 128, 320, 512],
-    kernel_size=[17, 15, 13, 7],
-    mlp_ratio=[4, 4, 4, 4],
-    sub_num_heads=[8, 16],
-    sub_mlp_ratio=[3, 3],
-)
-_B = dict(
-    depth=[8, 8, 10, 4],
-    sub_depth=[20, 4],
-    embed_dim=[80, 160, 384, 576],
-    kernel_size=[17, 15, 13, 7],
-    mlp_ratio=[4, 4, 4, 4],
-    sub_num_heads=[6, 9],
-    sub_mlp_ratio=[3, 3],
-)
-
-
-@register_model
-def overlock_xxt(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> OverLoCK:
-    """OverLoCK-XXT: a small variant of this project (not in the paper), for quick experiments."""
-    return _create_overlock(
-        "overlock_xxt", pretrained, 0.9, _XXT, num_classes=num_classes, **kwargs
-    )
-
-
-@register_model
-def overlock_xt(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> OverLoCK:
-    return _create_overlock(
-        "overlock_xt", pretrained, 0.925, _XT, num_classes=num_classes, **kwargs
-    )
-
-
-@register_model
-def overlock_t(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> OverLoCK:
-    return _create_overlock("overlock_t", pretrained, 0.95, _T, num_classes=num_classes, **kwargs)
-
-
-@register_model
-def overlock_s(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> OverLoCK:
-    return _create_overlock("overlock_s", pretrained, 0.95, _S, num_classes=num_classes, **kwargs)
-
-
-@register_model
-def overlock_b(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> OverLoCK:
-    return _create_overlock("overlock_b", pretrained, 0.975, _B, num_classes=num_classes, **kwargs)
-
-
-# Reparameterised (deploy) variants: every DilatedReparamBlock is one large kernel with bias.
-# They load checkpoints saved after ``model.reparam()`` (or the official *_reparam.pth files).
-
-
-@register_model
-def overlock_xxt_reparam(
-    pretrained: bool = False, num_classes: int = 1000, **kwargs: Any
-) -> OverLoCK:
-    return overlock_xxt(pretrained, num_classes, deploy=True, **kwargs)
-
-
-@register_model
-def overlock_xt_reparam(
-    pretrained: bool = False, num_classes: int = 1000, **kwargs: Any
-) -> OverLoCK:
-    return overlock_xt(pretrained, num_classes, deploy=True, **kwargs)
-
-
-@register_model
-def overlock_t_reparam(
-    pretrained: bool = False, num_classes: int = 1000, **kwargs: Any
-) -> OverLoCK:
-    return overlock_t(pretrained, num_classes, deploy=True, **kwargs)
-
-
-@register_model
-def overlock_s_reparam(
-    pretrained: bool = False, num_classes: int = 1000, **kwargs: Any
-) -> OverLoCK:
-    return overlock_s(pretrained, num_classes, deploy=True, **kwargs)
-
-
-@register_model
-def overlock_b_reparam(
-    pretrained: bool = False, num_classes: int = 1000, **kwargs: Any
-) -> OverLoCK:
-    return overlock_b(pretrained, num_classes, deploy=True, **kwargs)
+# timm's register_model reads each model's config from the module's ``default_cfgs``.
+default_cfgs = DEFAULT_CFGS
+# overlock_<name>(pretrained=False, num_classes=1000, **kwargs) and overlock_<name>_reparam(...)
+# for every variant of models/variants.py; the _reparam forms (every DilatedReparamBlock one
+# large kernel with bias) load checkpoints saved after ``model.reparam()``.
+globals().update(model_factories(OverLoCK, __name__, register_model))

@@ -12,10 +12,10 @@ import numpy as np
 
 from core.errors import CheckpointError
 from core.serialization import checkpoint_suffix, read_checkpoint, write_checkpoint
-from models.variants import ALL_MODEL_NAMES
+from models.variants import ALL_MODEL_NAMES, variant_of
 
 WRAPPER_KEYS = ("state_dict", "model")
-VARIANTS = ALL_MODEL_NAMES
+VARIANTS = ALL_MODEL_NAMES  # the model names a state dict is checked against (--model choices)
 
 StateDict = dict[str, np.ndarray]
 
@@ -70,8 +70,10 @@ def expected_shapes(model: str, num_classes: int) -> dict[str, tuple[int, ...]]:
 
     from models import overlock_torch
 
-    if model not in VARIANTS:
-        raise CheckpointError(f"unknown model {model!r}; choose one of {', '.join(VARIANTS)}")
+    try:
+        variant_of(model)
+    except KeyError as err:
+        raise CheckpointError(err.args[0]) from None
     with torch.device("meta"):
         net = getattr(overlock_torch, model)(num_classes=num_classes)
     return {key: tuple(value.shape) for key, value in net.state_dict().items()}

@@ -1,7 +1,7 @@
 """Parity of the project's na2d_av (Jittor, and the native PyTorch op) with NATTEN 0.17's.
 
 Runs only in the NATTEN environment: ``.venv-natten/bin/python -m pytest tests/natten_parity``
-(pyproject's norecursedirs keeps it out of the default run). Same grid as tests/test_na2d.py;
+(pyproject's norecursedirs keeps it out of the default run). Same grid as tests/models/test_na2d.py;
 NATTEN's CPU kernels take float32 and float64, both are checked.
 """
 
@@ -19,7 +19,7 @@ if not hasattr(natten_functional, "na2d_av"):
 
 from core.jittor_env import jt  # noqa: E402
 from models import na2d_torch  # noqa: E402
-from tests.test_na2d import (  # noqa: E402
+from tests.models.test_na2d import (  # noqa: E402
     CASE_IDS,
     CASES,
     F32_CASES,

@@ -15,7 +15,7 @@ from core.serialization import read_checkpoint, write_checkpoint
 from models import overlock_torch
 from models.weights import check_state, convert, load_state_dict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,7 @@ def test_adaptive_avg_pool(size_in: int, size_out: int) -> None:
 )
 def test_model_ops_match_torch(size_in: int, size_out: int) -> None:
     """The Jittor model's own pooling and resize (the workarounds) equal torch's, 9->7 included."""
-    from models.overlock_jittor import adaptive_avg_pool2d, interpolate
+    from models.torch_compat_jittor import adaptive_avg_pool2d, interpolate
 
     x = _rand(2, 3, size_in, size_in + 2)
     pooled = adaptive_avg_pool2d(jt.array(x), size_out)

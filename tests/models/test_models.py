@@ -31,8 +31,10 @@ from torch import nn as tnn
 from core.jittor_env import jt
 from models import overlock_jittor as J
 from models import overlock_torch as T
+from models import torch_compat_jittor as compat
+from models.variants import MODEL_NAMES
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LOGIT_ATOL = 1e-4
 GRAD_RTOL = 1e-3
 # Per-parameter gradient error is relative to max|g_torch| of that parameter, but never to less
@@ -43,7 +45,6 @@ GRAD_FLOOR = 1e-3
 # a biased-vs-unbiased variance slip is >= 2e-4 relative even at stage 1 (n = 2*16*16).
 BN_STATS_RTOL = 1e-4
 NUM_CLASSES = 10
-VARIANTS = ["overlock_xxt", "overlock_xt", "overlock_t", "overlock_s", "overlock_b"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +286,7 @@ def test_rpb_index_matches_official() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Jittor replacements for built-ins that differ from PyTorch
+# Jittor replacements for built-ins that differ from PyTorch (models/torch_compat_jittor.py)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -295,7 +296,7 @@ def test_rpb_index_matches_official() -> None:
 def test_adaptive_avg_pool2d(size_in: int, size_out: int) -> None:
     x = np.random.default_rng(0).standard_normal((2, 3, size_in, size_in + 1)).astype(np.float32)
     want = TF.adaptive_avg_pool2d(torch.from_numpy(x), (size_out, size_out)).numpy()
-    got = J.AdaptiveAvgPool2d(size_out)(jt.array(x)).numpy()
+    got = compat.AdaptiveAvgPool2d(size_out)(jt.array(x)).numpy()
     assert _max_abs(got, want) <= 1e-6
 
 
@@ -304,14 +305,14 @@ def test_bilinear_interpolate(size_in: int, size_out: int) -> None:
     x = np.random.default_rng(0).standard_normal((2, 3, size_in, size_in + 1)).astype(np.float32)
     size = (size_out, size_out + 2)
     want = TF.interpolate(torch.from_numpy(x), size=size, mode="bilinear", align_corners=False)
-    got = J.interpolate(jt.array(x), size).numpy()
+    got = compat.interpolate(jt.array(x), size).numpy()
     assert _max_abs(got, want.numpy()) <= 1e-6
 
 
 def test_batchnorm_matches_torch() -> None:
     rng = np.random.default_rng(0)
     x = (3 + 2 * rng.standard_normal((4, 5, 3, 3))).astype(np.float32)
-    tbn, jbn = tnn.BatchNorm2d(5), J.BatchNorm2d(5)
+    tbn, jbn = tnn.BatchNorm2d(5), compat.BatchNorm2d(5)
     for step in range(2):
         tbn.train()
         jbn.train()
@@ -328,7 +329,7 @@ def test_batchnorm_matches_torch() -> None:
 
 def test_drop_path() -> None:
     x = jt.ones((64, 2, 3, 3))
-    dp = J.DropPath(0.25)
+    dp = compat.DropPath(0.25)
     dp.train()
     y = dp(x).numpy()
     per_sample = np.unique(y.reshape(64, -1), axis=1)
@@ -381,7 +382,7 @@ def test_parity_large(variant: str) -> None:
 
 
 def test_timm_registry() -> None:
-    for variant in VARIANTS:
+    for variant in MODEL_NAMES:
         assert timm.is_model(variant) and timm.is_model(f"{variant}_reparam")
     model = timm.create_model("overlock_xxt", num_classes=20)
     assert isinstance(model, T.OverLoCK) and model.head[-1].out_channels == 20

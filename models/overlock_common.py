@@ -1,0 +1,217 @@
+"""The framework-free parts of OverLoCK, shared by both twins.
+
+``models/overlock_torch.py`` and ``models/overlock_jittor.py`` build the same network; what does
+not depend on the framework is decided here, once, so the twins cannot drift apart: the
+relative-position-bias index, the dilated-branch table, the window of maps smaller than the
+ContMix kernel, each block's constructor arguments (stochastic-depth rates included), the model
+config and the ``overlock_<name>`` / ``overlock_<name>_reparam`` factories generated from
+``models/variants.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .variants import DEPLOY_SUFFIX, VARIANTS, Variant
+
+# ImageNet normalisation, as timm's IMAGENET_DEFAULT_MEAN / _STD (tests/models check they agree).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# timm.create_model passes these; they only matter for hub weights, which are not supported.
+TIMM_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+@functools.lru_cache(maxsize=64)
+def rpb_index(height: int, width: int, kernel_size: int) -> np.ndarray:
+    """Index into a flattened (2K-1, 2K-1) relative-position-bias table, shape (H*W, K*K).
+
+    Neighbourhood attention (NATTEN, dilation 1) gives query i the window starting at
+    s_i = clamp(i - K//2, 0, L - K); its neighbour k sits at s_i + k, so the relative offset is
+    s_i + k - i and its bias-table row is s_i + k - i + K - 1. Equals the official ``apply_rpb``
+    (checked against it in tests/models/test_models.py).
+    """
+
+    def axis(length: int) -> np.ndarray:  # (L, K) table rows along one axis
+        pos = np.arange(length)
+        start = np.clip(pos - kernel_size // 2, 0, length - kernel_size)
+        return start[:, None] + np.arange(kernel_size)[None, :] - pos[:, None] + kernel_size - 1
+
+    size = 2 * kernel_size - 1
+    rows, cols = axis(height), axis(width)
+    idx = rows[:, None, :, None] * size + cols[None, :, None, :]  # (H, W, K, K)
+    return idx.reshape(height * width, kernel_size * kernel_size)
+
+
+# Small dilated branches added to a depthwise K x K kernel (UniRepLKNet defaults):
+# kernel_size -> (branch kernel sizes, branch dilations).
+DILATED_BRANCHES = {
+    19: ([5, 7, 9, 9, 3, 3, 3], [1, 1, 1, 2, 4, 5, 7]),
+    17: ([5, 7, 9, 3, 3, 3], [1, 1, 2, 4, 5, 7]),
+    15: ([5, 7, 7, 3, 3, 3], [1, 1, 2, 3, 5, 7]),
+    13: ([5, 7, 7, 3, 3, 3], [1, 1, 2, 3, 4, 5]),
+    11: ([5, 7, 5, 3, 3, 3], [1, 1, 2, 3, 4, 5]),
+    9: ([5, 7, 5, 3, 3], [1, 1, 2, 3, 4]),
+    7: ([5, 3, 3, 3], [1, 1, 2, 3]),
+    5: ([3, 3], [1, 2]),
+}
+
+
+def dilated_branches(kernel_size: int) -> tuple[list[int], list[int]]:
+    """(branch kernel sizes, branch dilations) of a DilatedReparamBlock with this kernel."""
+    if kernel_size not in DILATED_BRANCHES:
+        raise ValueError(f"DilatedReparamBlock has no branch setting for kernel {kernel_size}")
+    return DILATED_BRANCHES[kernel_size]
+
+
+def upsampled_size(height: int, width: int, kernel_size: int) -> tuple[int, int]:
+    """The size a map smaller than the ContMix window is resized to: its short side becomes the
+    window, the long side keeps the aspect ratio (as the official code)."""
+    if height < width:
+        return (kernel_size, int(kernel_size / height * width))
+    return (int(kernel_size / width * height), kernel_size)
+
+
+def block_args(
+    *,
+    depth: Sequence[int],
+    sub_depth: Sequence[int],
+    embed_dim: Sequence[int],
+    kernel_size: Sequence[int],
+    mlp_ratio: Sequence[float],
+    sub_mlp_ratio: Sequence[float],
+    sub_num_heads: Sequence[int],
+    ls_init_value: Sequence[float | None],
+    smk_size: int,
+    drop_path_rate: float,
+    use_checkpoint: Sequence[int],
+) -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]]]:
+    """The per-block constructor arguments of OverLoCK's stages, from its own arguments.
+
+    Returns (4 lists of RepConvBlock arguments, 2 lists of DynamicConvBlock arguments), one per
+    stage; the stochastic-depth rate rises linearly over all blocks, sub-stages last.
+    """
+    dpr = np.linspace(0, drop_path_rate, sum(depth) + sum(sub_depth)).tolist()
+    first = np.cumsum([0, *depth, *sub_depth]).tolist()  # first dpr index of each stage
+    rep = [
+        [
+            {
+                "dim": embed_dim[s],
+                "kernel_size": kernel_size[s],
+                "mlp_ratio": mlp_ratio[s],
+                "ls_init_value": ls_init_value[s],
+                "drop_path": dpr[first[s] + i],
+                "use_checkpoint": i < use_checkpoint[s],
+            }
+            for i in range(depth[s])
+        ]
+        for s in range(4)
+    ]
+    dyn = []
+    for j in range(2):
+        s = j + 2  # sub-stage j re-reads stage s
+        dyn.append(
+            [
+                {
+                    "dim": embed_dim[s],
+                    "ctx_dim": embed_dim[-1],
+                    "kernel_size": kernel_size[s],
+                    "num_heads": sub_num_heads[j],
+                    "pool_size": 7,
+                    "mlp_ratio": sub_mlp_ratio[j],
+                    "ls_init_value": ls_init_value[s],
+                    "drop_path": dpr[first[4 + j] + i],
+                    "smk_size": smk_size,
+                    "is_first": j == 0 and i == 0,
+                    "is_last": j == 1 and i == sub_depth[1] - 1,
+                    "use_checkpoint": i < use_checkpoint[s],
+                }
+                for i in range(sub_depth[j])
+            ]
+        )
+    return rep, dyn
+
+
+def default_cfg(variant: Variant) -> dict[str, Any]:
+    """The timm-style model config of a variant (``model.default_cfg``), from the table."""
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": variant.input_size,
+        "crop_pct": variant.crop_pct,
+        "interpolation": "bicubic",
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "first_conv": "patch_embed1.0",
+        "classifier": "head.4",
+    }
+
+
+# model name -> config; timm's register_model reads a module's ``default_cfgs``.
+DEFAULT_CFGS = {
+    variant.model_name + suffix: default_cfg(variant)
+    for variant in VARIANTS.values()
+    for suffix in ("", DEPLOY_SUFFIX)
+}
+
+
+def create_model(
+    model_class: Callable[..., Any], variant: Variant, pretrained: bool, **kwargs: Any
+) -> Any:
+    """Build ``model_class`` with the variant's architecture; ``kwargs`` override or add."""
+    if pretrained:
+        raise ValueError(
+            f"{variant.model_name}: pretrained=True is not supported (no hub downloads); build "
+            "the model and load a local checkpoint with load_state_dict"
+        )
+    for key in TIMM_KWARGS:
+        kwargs.pop(key, None)
+    model = model_class(**{**variant.model_args(), **kwargs})
+    model.pretrained_cfg = model.default_cfg = default_cfg(variant)
+    return model
+
+
+def _factory(model_class: Callable[..., Any], variant: Variant, deploy: bool) -> Callable:
+    extra = {"deploy": True} if deploy else {}
+
+    def factory(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> Any:
+        return create_model(
+            model_class, variant, pretrained, num_classes=num_classes, **extra, **kwargs
+        )
+
+    title = f"OverLoCK-{variant.name.upper()}"
+    if variant.official:
+        factory.__doc__ = f"{title}, as in the paper."
+    else:
+        factory.__doc__ = f"{title}: a variant of this project (not in the paper)."
+    if deploy:
+        # They load checkpoints saved after ``model.reparam()`` (or the official *_reparam.pth).
+        factory.__doc__ += " Deploy form: every DilatedReparamBlock is one large kernel with bias."
+    factory.__name__ = factory.__qualname__ = variant.model_name + (DEPLOY_SUFFIX if deploy else "")
+    factory.__annotations__["return"] = model_class
+    return factory
+
+
+def model_factories(
+    model_class: Callable[..., Any],
+    module: str,
+    register: Callable[[Callable], Callable] = lambda fn: fn,
+    variants: Iterable[Variant] | None = None,
+) -> dict[str, Callable]:
+    """``overlock_<name>(pretrained=False, num_classes=1000, **kwargs)`` and its ``_reparam``
+    form for every variant (default: the whole table), named as attributes of ``module``.
+
+    ``register`` is applied to each (timm's ``register_model`` in the PyTorch twin; it reads the
+    function's ``__name__`` and ``__module__``).
+    """
+    factories = {}
+    for variant in VARIANTS.values() if variants is None else variants:
+        for deploy in (False, True):
+            factory = _factory(model_class, variant, deploy)
+            factory.__module__ = module
+            factories[factory.__name__] = register(factory)
+    return factories
