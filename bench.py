@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from core.files import atomic_write_bytes
+from models.variants import NAMES
 
 REPO = Path(__file__).resolve().parent
 NATTEN_PYTHON = REPO / ".venv-natten" / "bin" / "python"
@@ -104,7 +105,7 @@ def _torch_ops(device: str, natten: bool) -> dict[str, Any]:
     return {"na2d": na2d, "sync": sync, "peak_mib": peak_mib, "version": version}
 
 
-def _jittor_ops(device: str) -> dict[str, Any]:
+def _jittor_ops() -> dict[str, Any]:
     from core.jittor_env import jt
     from models import na2d_jittor
 
@@ -162,15 +163,12 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         ops = _torch_ops(args.device, natten=True)
     else:
         if args.worker == "torch":
-            from train_torch import TorchBackend as Backend
-
-            ops = _torch_ops(args.device, natten=False)
+            from backends.torch_backend import TorchBackend as Backend
         else:
-            os.environ["OVERLOCK_DEVICE"] = args.device
-            from train import JittorBackend as Backend
-
-            ops = _jittor_ops(args.device)
+            from backends.jittor_backend import JittorBackend as Backend
+        # First the backend: it configures Jittor for the device before Jittor's first import.
         backend = Backend(args.device, 1e-3, 0.01, 0.4)
+        ops = _torch_ops(args.device, natten=False) if args.worker == "torch" else _jittor_ops()
         backend.build(f"overlock_{args.model}", args.num_classes, seed=0)
         t0 = time.perf_counter()
         backend.train_step(images, labels)
@@ -263,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="xxt", choices=("xxt", "xt", "t", "s", "b"))
+    parser.add_argument("--model", default="xxt", choices=NAMES)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="worker processes per framework")
@@ -298,7 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    rows, shapes = _run_rounds(args)
+    _report(args, rows, shapes)
+    return 0
 
+
+def _run_rounds(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Any]:
+    """Every round's worker rows (frameworks alternating), and the model's na2d_av shapes."""
     use_natten = NATTEN_PYTHON.is_file() and not args.no_natten and args.device == "cpu"
     rows: list[dict[str, Any]] = []
     shapes = None
@@ -313,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_ + 1}/{args.rounds}: natten (na2d_av only) ...", flush=True)
             row = _run_worker_process(_worker_cmd(NATTEN_PYTHON, "natten", args, shapes))
             rows.append({"round": round_ + 1, **row})
+    return rows, shapes
 
+
+def _report(args: argparse.Namespace, rows: list[dict[str, Any]], shapes: Any) -> None:
+    """OUT/bench.csv (every round), OUT/bench.md (the summary, also printed) and the ratios."""
     columns = ["round", "framework", "version", "device", *METRICS]
     lines = [",".join(columns)]
     for row in rows:
@@ -341,7 +349,6 @@ def main(argv: list[str] | None = None) -> int:
             f"peak memory {jittor['peak_mem_mib'] / torch_['peak_mem_mib']:.2f}x"
         )
     print(f"wrote {args.out / 'bench.csv'} and {args.out / 'bench.md'}")
-    return 0
 
 
 def _csv_cell(value: object) -> str:

@@ -10,54 +10,20 @@ it. Model in eval mode. Writes
   predicted class on the left), columns input + stages 1-4, each map scaled to its maximum;
 - the maps at stage resolution, the logits and the classes (.npz beside the figure).
 
-The checkpoint may come from either framework (.pth or .pkl). Method details: utils/gradcam.py.
+The checkpoint may come from either framework (.pth or .pkl). Method details: analysis/gradcam.py.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
-import numpy as np
-import torch
-
-from analysis.gradcam import one_hot, pick_classes, run_gradcam
+from analysis.gradcam import run_gradcam
+from backends.torch_backend import TorchBackend
 from core.cli import main_guard
-from erf_torch import TorchBackend
-
-Forward = Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
-
-
-def activations_and_grads(
-    forward: Forward, images: np.ndarray, classes: np.ndarray | None, device: torch.device
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """(logits, explained classes, stage outputs, d class score / d stage output) as numpy.
-
-    ``forward(x)`` returns (logits, stage outputs). The scores of all images are summed into one
-    scalar: in eval mode images do not interact, so each gets its own gradient.
-    """
-    x = torch.from_numpy(images).to(device).requires_grad_(True)  # keeps a graph if weights froze
-    logits, maps = forward(x)
-    chosen = pick_classes(logits.detach().cpu().numpy(), classes)
-    selector = torch.from_numpy(one_hot(chosen, logits.shape[1])).to(device)
-    score = (logits * selector).sum()
-    grads = torch.autograd.grad(score, maps)
-    as_numpy = [t.detach().cpu().numpy() for t in (logits, *maps, *grads)]
-    n = len(maps)
-    return as_numpy[0], chosen, as_numpy[1 : 1 + n], as_numpy[1 + n :]
-
-
-class TorchCamBackend(TorchBackend):
-    """erf_torch's model loading and stage hooks, plus the Grad-CAM gradients."""
-
-    def activations_and_grads(
-        self, images: np.ndarray, classes: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
-        return activations_and_grads(self.forward_stages, images, classes, self.device)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_guard(lambda: run_gradcam(argv, "torch", ".pth", __doc__, TorchCamBackend))
+    return main_guard(lambda: run_gradcam(argv, __doc__, TorchBackend))
 
 
 if __name__ == "__main__":

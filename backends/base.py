@@ -21,11 +21,22 @@ import numpy as np
 StateDict = Mapping[str, np.ndarray]
 ClassChoice = Callable[[np.ndarray], np.ndarray]  # logits (N x K) -> the class to explain per image
 
+# The module whose last block ends each stage, as named in both OverLoCK twins: stages 1-2 are
+# the Base-Net, 3-4 the Focus-Net (whose blocks return (x, context); x is the stage output).
+STAGE_MODULES = ("blocks1", "blocks2", "sub_blocks3", "sub_blocks4")
+
 
 def centre_unit(shape: Sequence[int]) -> tuple[int, int]:
     """Index of the centre unit of an (..., h, w) map: (h // 2, w // 2) (the ERF's target)."""
     h, w = shape[-2:]
     return h // 2, w // 2
+
+
+def one_hot(classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """float32 N x K selector: the class score of each image is ``(logits * one_hot).sum()``."""
+    out = np.zeros((len(classes), num_classes), dtype=np.float32)
+    out[np.arange(len(classes)), classes] = 1.0
+    return out
 
 
 def decays(name: str, shape: tuple[int, ...], decay_1d: bool) -> bool:
@@ -69,9 +80,11 @@ class Backend(ABC):
         clip_grad: float = 0.0,
         amp: bool = False,
     ) -> None:
-        """Pick ``device`` ("auto": CUDA when available); ``clip_grad``: clip the gradients'
-        total 2-norm to it (0: off); ``amp``: mixed precision. Data parallelism is set up here,
-        from the launcher's environment.
+        """Pick ``device``: "auto" (CUDA when available), "cpu" or "cuda" (a one-line error when
+        the machine has none). ``lr``, ``weight_decay``, ``aux_weight``: the AdamW step and the
+        loss of ``train_step``; ``clip_grad``: clip the gradients' total 2-norm to it (0: off);
+        ``amp``: mixed precision. Data parallelism is set up here, from the launcher's
+        environment. Evaluation and figures pass ``device`` only.
         """
 
     # --- a model with given weights: evaluation and figures ---------------------------------
@@ -81,24 +94,27 @@ class Backend(ABC):
     ) -> None:
         """Build ``model_name`` (a ``models.variants.ALL_MODEL_NAMES`` name) with these weights
         in evaluation mode (BatchNorm uses its running statistics); ``reparam``: then merge
-        the branches into the deploy form.
+        the branches into the deploy form. It becomes the model of ``eval_logits``,
+        ``stage_input_grads`` and ``activations_and_grads``.
         """
 
     @abstractmethod
     def stage_input_grads(
         self, images: np.ndarray
     ) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
-        """For each of the four stage outputs: d(channel mean at ``centre_unit``)/d(input),
-        N x 3 x H x W, and the stage's (h, w). The units of all images are summed into one
-        scalar: in eval mode images do not interact, so one backward gives each its gradient.
+        """For each of the four stage outputs (the last block of each ``STAGE_MODULES`` entry):
+        d(channel mean at ``centre_unit``)/d(input), N x 3 x H x W, and the stage's (h, w). The
+        units of all images are summed into one scalar: in eval mode images do not interact, so
+        one backward gives each its gradient.
         """
 
     @abstractmethod
     def activations_and_grads(
         self, images: np.ndarray, choose: ClassChoice
     ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
-        """(logits, explained classes = ``choose(logits)``, the four stage outputs,
-        d class score / d stage output), as numpy.
+        """(logits, explained classes = ``choose(logits)`` (int64 N, the logits as numpy),
+        the four stage outputs, d class score / d stage output), as numpy. The chosen scores of
+        all images are summed into one scalar, as in ``stage_input_grads``.
         """
 
     # --- training ------------------------------------------------------------------------
@@ -171,7 +187,8 @@ class Backend(ABC):
 
     @abstractmethod
     def eval_logits(self, images: np.ndarray, ema: bool = False) -> np.ndarray:
-        """Main-head logits in evaluation mode (of the EMA model if ``ema``)."""
+        """Main-head logits (float32 N x classes) in evaluation mode, without gradients, of the
+        built or loaded model (of the EMA model if ``ema``)."""
 
     # --- collectives: identities in one process ------------------------------------------
     def all_reduce_sum(self, values: Sequence[float]) -> np.ndarray:

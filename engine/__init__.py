@@ -1,5 +1,14 @@
-"""The framework-free training engine that train.py and train_torch.py share: command line and
-options, the recipe, logs and metrics, checkpoints / resume / signals, and the loop. It talks to
-a framework only through ``backends.base.Backend``. Imports ``core``, ``data``, ``models``
-(variants and weights, no framework) and ``backends.base``.
+"""The framework-free training engine that train.py and train_torch.py share. It talks to a
+framework only through ``backends.base.Backend``.
+
+- ``cli``: the command line (parser, argument checks, the output folder's check).
+- ``options``: the options the protocol or the recipe fills in, the learning rate per epoch;
+  ``recipe``: the official ImageNet-1k recipe and numpy references of the training step.
+- ``logs``: log.csv, steps.csv and config.json; ``metrics``: validation metrics in numpy.
+- ``state``: the position in a run, stop signals, the checkpoint's contents, init and resume.
+- ``epoch``: one epoch's training steps and validation; ``loop``: the whole run (``run_cli``,
+  ``run_training``).
+
+Imports ``core``, ``data``, ``models`` (variants and weights, no framework) and
+``backends.base``.
 """

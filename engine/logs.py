@@ -63,6 +63,18 @@ class CsvLog:
         atomic_write_bytes(self.path, ("\n".join(lines) + "\n").encode())
 
 
+class MainOnlyLog(CsvLog):
+    """A CsvLog that only the main process writes (the others keep nothing)."""
+
+    def __init__(self, main: bool, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.main = main
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        if self.main:
+            super().extend(rows)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float | np.floating):
         return f"{float(value):.6g}"

@@ -5,7 +5,8 @@ clipping, mixed precision, gradient checkpointing and the training augmentations
 Options whose default depends on the recipe parse to None; ``resolve_options`` then fills each
 from the protocol (``PROTOCOL``) or, with ``--recipe imagenet``, from ``engine.recipe`` for the
 chosen variant. A value given on the command line always wins and is reported as a change from
-the official recipe. Both training scripts use this, so their options cannot drift apart.
+the official recipe. Both training scripts use this, so their options cannot drift apart; the
+flags themselves are declared in ``engine.cli``.
 """
 
 from __future__ import annotations
@@ -88,81 +89,6 @@ def recipe_values(recipe: Recipe) -> dict[str, Any]:
         "reprob": recipe.reprob,
         "crop_pct": recipe.crop_pct,
     }
-
-
-def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``recipe`` option group (every default: off, i.e. the TinyImageNet-20 protocol)."""
-    group = parser.add_argument_group(
-        "training recipe",
-        "All off by default (the TinyImageNet-20 protocol). --recipe imagenet sets each option "
-        "below, and the data and optimisation defaults, to the official ImageNet-1k value for "
-        "--model (printed at start); options given explicitly override it.",
-    )
-    group.add_argument(
-        "--recipe", choices=("imagenet",), help="the official ImageNet-1k pre-training recipe"
-    )
-    group.add_argument(
-        "--sched",
-        choices=("constant", "cosine"),
-        help="learning rate per epoch: constant, or timm's cosine (set once per epoch, as the "
-        "official run) from --lr to --min-lr over the epochs before the cool-down",
-    )
-    group.add_argument("--warmup-epochs", type=int, help="linear warm-up from --warmup-lr")
-    group.add_argument("--warmup-lr", type=float, help="learning rate of epoch 1 with warm-up")
-    group.add_argument("--min-lr", type=float, help="end of the cosine; the cool-down's rate")
-    group.add_argument("--cooldown-epochs", type=int, help="last epochs at --min-lr")
-    group.add_argument(
-        "--auto-lr",
-        action=argparse.BooleanOptionalAction,
-        help="scale --lr by global batch / 1024 (official: 1e-3 x 2048 / 1024 = 2e-3)",
-    )
-    group.add_argument(
-        "--decay-1d",
-        action=argparse.BooleanOptionalAction,
-        help="weight decay on biases and 1-D parameters too (protocol: yes; recipe: no, as timm)",
-    )
-    group.add_argument("--drop-path", type=float, help="stochastic depth rate (0: off)")
-    group.add_argument(
-        "--ema-decay", type=float, help="model EMA decay after every step, validated too (0: off)"
-    )
-    group.add_argument("--clip-grad", type=float, help="clip the gradients' 2-norm (0: off)")
-    group.add_argument(
-        "--amp",
-        action=argparse.BooleanOptionalAction,
-        help="mixed precision (PyTorch only: float16 + GradScaler on CUDA, bfloat16 on CPU)",
-    )
-    group.add_argument(
-        "--grad-checkpoint",
-        type=int,
-        nargs=4,
-        metavar="N",
-        help="recompute the first N blocks of each stage in the backward pass (PyTorch only): "
-        "less memory, the same gradients; as in the official code their BatchNorm statistics "
-        "are updated twice per step. Official hint when memory is short: 4 0 0 0",
-    )
-    group.add_argument("--smoothing", type=float, help="label smoothing")
-    group.add_argument("--mixup", type=float, help="mixup alpha (0: off)")
-    group.add_argument("--cutmix", type=float, help="cutmix alpha (0: off)")
-    group.add_argument("--mix-prob", type=float, help="probability of mixing a batch")
-    group.add_argument("--switch-prob", type=float, help="probability of cutmix over mixup")
-    group.add_argument(
-        "--random-resized-crop",
-        action=argparse.BooleanOptionalAction,
-        help="random resized crop (0.08-1 of the area) + flip instead of resize + flip",
-    )
-    group.add_argument("--aa", help="RandAugment policy, e.g. rand-m9-mstd0.5-inc1 (needs crops)")
-    group.add_argument(
-        "--train-interpolation",
-        choices=("bilinear", "bicubic", "random"),
-        help="filter of the random resized crop",
-    )
-    group.add_argument("--reprob", type=float, help="random erasing probability (0: off)")
-    group.add_argument(
-        "--crop-pct",
-        type=float,
-        help="ImageNet-layout validation: resize to img-size / crop-pct, centre crop "
-        "(default: the variant's official value)",
-    )
 
 
 def resolve_options(args: argparse.Namespace, framework: str) -> None:

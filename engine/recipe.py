@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from data.augment import Augment
+from models.variants import OFFICIAL, VARIANTS
 
 _SH = "scripts/train_{v}_model.sh"
 _TRAIN = "train.py"
@@ -71,16 +72,10 @@ SOURCES: dict[str, str] = {
     "seed": f"{_TRAIN}:277 (--seed 42)",
 }
 
-# Per variant: (drop path, eval crop_pct). xxt is this project's extra variant, not official:
-# it takes the smallest official drop path (xt's) and the crop_pct of its model config.
-_VARIANTS = {
-    "xxt": (0.1, 0.9),
-    "xt": (0.1, 0.925),
-    "t": (0.15, 0.95),
-    "s": (0.4, 0.95),
-    "b": (0.5, 0.975),
-}
-OFFICIAL_VARIANTS = ("xt", "t", "s", "b")
+# A variant's drop path, evaluation crop_pct and input size come from ``models.variants``. xxt is
+# this project's extra variant, not official: it takes the smallest official drop path (xt's)
+# and the crop_pct of its own model config.
+OFFICIAL_VARIANTS = OFFICIAL
 
 
 @dataclass(frozen=True)
@@ -165,10 +160,13 @@ class Recipe:
 def recipe_for(model: str) -> Recipe:
     """The official recipe of variant ``model`` (``"t"`` or ``"overlock_t"``; xxt: by analogy)."""
     name = model.removeprefix("overlock_")
-    if name not in _VARIANTS:
-        raise ValueError(f"no ImageNet recipe for model {model!r}; one of {sorted(_VARIANTS)}")
-    drop_path, crop_pct = _VARIANTS[name]
-    return Recipe(name, name in OFFICIAL_VARIANTS, drop_path, crop_pct)
+    if name not in VARIANTS:
+        raise ValueError(f"no ImageNet recipe for model {model!r}; one of {sorted(VARIANTS)}")
+    variant = VARIANTS[name]
+    return Recipe(
+        name, variant.official, variant.drop_path, variant.crop_pct,
+        img_size=variant.input_size[-1],
+    )  # fmt: skip
 
 
 def format_recipe(recipe: Recipe, global_batch: int | None = None) -> list[str]:
@@ -185,7 +183,7 @@ def format_recipe(recipe: Recipe, global_batch: int | None = None) -> list[str]:
         if name in recipe.overrides:
             source = "CHANGED from the official value"
         elif name == "crop_pct" and not recipe.official:
-            source = "not official: the model's own config (models/overlock_torch.py)"
+            source = "not official: the model's own config (models/variants.py)"
         else:
             source = SOURCES[name].format(v=script_variant)
         lines.append(f"  {name:<20} = {_show(value):<22} {source}")

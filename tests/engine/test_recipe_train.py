@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -17,27 +18,28 @@ from PIL import Image
 
 import train
 import train_torch
+from backends import jittor_backend, torch_backend
+from backends.base import Backend
+from backends.jittor_backend import JittorBackend
+from backends.torch_backend import TorchBackend
 from core.serialization import read_checkpoint
 from data.augment import mixup_target
-from engine.loop import (
-    EMA_COLUMNS,
-    LATEST,
-    LOG_COLUMNS,
-    Backend,
-    build_parser,
-    run_training,
-)
+from engine.cli import build_parser
+from engine.logs import EMA_COLUMNS, LATEST, LOG_COLUMNS
+from engine.loop import run_training
 from engine.options import PROTOCOL, augment_of, recipe_report
 from engine.recipe import ema_update, soft_target_cross_entropy
-from tests.tiny import make_tiny_data, tiny_argv
 
-BACKENDS = {"torch": train_torch.TorchBackend, "jittor": train.JittorBackend}
+if TYPE_CHECKING:
+    from tests.conftest import TinyData
+
+BACKENDS = {"torch": TorchBackend, "jittor": JittorBackend}
 SUFFIX = {"torch": ".pth", "jittor": ".pkl"}
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_data(tmp_path_factory, train_per_class=8, val_per_class=3, seed=7)
+def tiny_data(make_tiny_data) -> TinyData:
+    return make_tiny_data(train_per_class=8, val_per_class=3, seed=7)
 
 
 def _train(framework: str, argv: list[str]) -> Backend:
@@ -104,7 +106,7 @@ def test_recipe_sets_the_official_values(framework: str) -> None:
     assert ("--amp False (official True)" in report[-1]) is (framework == "torch")
 
 
-def test_bad_recipe_options_are_one_line(tiny_data: Path, tmp_path: Path, capsys) -> None:
+def test_bad_recipe_options_are_one_line(tiny_data: TinyData, tmp_path: Path, capsys) -> None:
     cases = {
         ("--sched", "cosine", "--epochs", "2", "--cooldown-epochs", "2"): "leaves no cosine epochs",
         ("--ema-decay", "1.5"): "--ema-decay must be in [0, 1)",
@@ -112,7 +114,7 @@ def test_bad_recipe_options_are_one_line(tiny_data: Path, tmp_path: Path, capsys
         ("--random-resized-crop", "--cache"): "--cache cannot serve random resized crops",
     }
     for extra, message in cases.items():
-        argv = tiny_argv(tiny_data, tmp_path / "bad", "--epochs", "1", *extra)
+        argv = tiny_data.argv(tmp_path / "bad", "--epochs", "1", *extra)
         assert train_torch.main(argv) == 2, extra
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
@@ -121,10 +123,9 @@ def test_bad_recipe_options_are_one_line(tiny_data: Path, tmp_path: Path, capsys
 # --- schedule --------------------------------------------------------------------------------
 @pytest.mark.parametrize("framework", sorted(BACKENDS))
 def test_lr_follows_warmup_cosine_and_cooldown(
-    framework: str, tiny_data: Path, tmp_path: Path
+    framework: str, tiny_data: TinyData, tmp_path: Path
 ) -> None:
-    argv = tiny_argv(
-        tiny_data, tmp_path, "--epochs", "4", "--max-batches", "1", "--sched", "cosine",
+    argv = tiny_data.argv(tmp_path, "--epochs", "4", "--max-batches", "1", "--sched", "cosine",
         "--warmup-epochs", "1", "--cooldown-epochs", "1", "--warmup-lr", "1e-5", "--min-lr", "1e-4",
     )  # fmt: skip
     backend = _train(framework, argv)
@@ -193,10 +194,15 @@ def test_soft_target_loss_matches_the_reference(framework: str) -> None:
     soft = mixup_target(labels, 5, lam=0.7, smoothing=0.1)
     one_hot = mixup_target(labels, 5)
     if framework == "torch":
-        loss = lambda y: float(train_torch._cross_entropy(torch.tensor(logits), torch.tensor(y)))  # noqa: E731
+
+        def loss(y: np.ndarray) -> float:
+            return float(torch_backend.cross_entropy(torch.tensor(logits), torch.tensor(y)))
     else:
-        jt = train.JittorBackend("cpu", 1e-3, 0.0, 0.4).jt
-        loss = lambda y: float(train._cross_entropy(jt, jt.array(logits), jt.array(y)).item())  # noqa: E731
+        jt = JittorBackend("cpu", 1e-3, 0.0, 0.4).jt
+
+        def loss(y: np.ndarray) -> float:
+            return float(jittor_backend.cross_entropy(jt, jt.array(logits), jt.array(y)).item())
+
     assert loss(soft) == pytest.approx(soft_target_cross_entropy(logits, soft), rel=1e-6)
     assert loss(one_hot) == pytest.approx(loss(labels), rel=1e-6)
     assert loss(one_hot) == pytest.approx(soft_target_cross_entropy(logits, one_hot), rel=1e-6)
@@ -211,15 +217,15 @@ RECIPE_ON = (
 )  # fmt: skip
 
 
-def test_recipe_ingredients_agree_across_frameworks(tiny_data: Path, tmp_path: Path) -> None:
+def test_recipe_ingredients_agree_across_frameworks(tiny_data: TinyData, tmp_path: Path) -> None:
     """Everything but drop path (each framework's own RNG) and AMP (PyTorch only), from one
     init on the same augmented batches: the same schedule and nearly the same losses.
     """
     torch_out, jittor_out = tmp_path / "torch", tmp_path / "jittor"
-    _train("torch", tiny_argv(tiny_data, torch_out, *RECIPE_ON))
+    _train("torch", tiny_data.argv(torch_out, *RECIPE_ON))
     _train(
         "jittor",
-        tiny_argv(tiny_data, jittor_out, *RECIPE_ON, "--init", str(torch_out / "init.pth")),
+        tiny_data.argv(jittor_out, *RECIPE_ON, "--init", str(torch_out / "init.pth")),
     )
     t_steps, j_steps = _rows(torch_out / "steps.csv"), _rows(jittor_out / "steps.csv")
     assert len(t_steps) == len(j_steps) == 6
@@ -237,14 +243,14 @@ def test_recipe_ingredients_agree_across_frameworks(tiny_data: Path, tmp_path: P
 
 @pytest.mark.parametrize("framework", sorted(BACKENDS))
 def test_drop_path_runs_repeat_and_resume_exactly(
-    framework: str, tiny_data: Path, tmp_path: Path
+    framework: str, tiny_data: TinyData, tmp_path: Path
 ) -> None:
     """Drop path draws from the framework's RNG, reseeded from (seed, epoch, batch) each step."""
     common = ("--max-batches", "2", "--drop-path", "0.3", "--ema-decay", "0.5")
     whole, split = tmp_path / "whole", tmp_path / "split"
-    _train(framework, tiny_argv(tiny_data, whole, "--epochs", "2", *common))
-    _train(framework, tiny_argv(tiny_data, split, "--epochs", "1", *common))
-    _train(framework, tiny_argv(tiny_data, split, "--epochs", "2", "--resume", *common))
+    _train(framework, tiny_data.argv(whole, "--epochs", "2", *common))
+    _train(framework, tiny_data.argv(split, "--epochs", "1", *common))
+    _train(framework, tiny_data.argv(split, "--epochs", "2", "--resume", *common))
     assert _rows(split / "steps.csv") == _rows(whole / "steps.csv")
     a = read_checkpoint(whole / f"{LATEST}{SUFFIX[framework]}")
     b = read_checkpoint(split / f"{LATEST}{SUFFIX[framework]}")
@@ -252,34 +258,34 @@ def test_drop_path_runs_repeat_and_resume_exactly(
         for name, value in a[part].items():
             assert np.array_equal(np.asarray(value), np.asarray(b[part][name])), (part, name)
     plain = tmp_path / "plain"
-    _train(framework, tiny_argv(tiny_data, plain, "--epochs", "1", "--max-batches", "2"))
+    _train(framework, tiny_data.argv(plain, "--epochs", "1", "--max-batches", "2"))
     assert _rows(plain / "steps.csv")[0] != _rows(whole / "steps.csv")[0], "drop path had no effect"
 
 
 # --- PyTorch-only memory and speed options ---------------------------------------------------
 def test_amp_trains_in_bfloat16_on_cpu_and_jittor_refuses(
-    tiny_data: Path, tmp_path: Path, capsys
+    tiny_data: TinyData, tmp_path: Path, capsys
 ) -> None:
     base = ("--epochs", "1", "--max-batches", "1")
-    _train("torch", tiny_argv(tiny_data, tmp_path / "fp32", *base))
-    _train("torch", tiny_argv(tiny_data, tmp_path / "amp", *base, "--amp"))
+    _train("torch", tiny_data.argv(tmp_path / "fp32", *base))
+    _train("torch", tiny_data.argv(tmp_path / "amp", *base, "--amp"))
     fp32, amp = _rows(tmp_path / "fp32/steps.csv")[0], _rows(tmp_path / "amp/steps.csv")[0]
     assert fp32["loss"] != amp["loss"], "autocast changed nothing"
     assert float(amp["loss"]) == pytest.approx(float(fp32["loss"]), rel=2e-2)
     capsys.readouterr()
-    assert train.main(tiny_argv(tiny_data, tmp_path / "j", *base, "--amp")) == 2
+    assert train.main(tiny_data.argv(tmp_path / "j", *base, "--amp")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --amp: Jittor 1.3.11 has no autocast") and err.count("\n") == 1
 
 
-def test_grad_checkpoint_keeps_the_gradients(tiny_data: Path, tmp_path: Path, capsys) -> None:
+def test_grad_checkpoint_keeps_the_gradients(tiny_data: TinyData, tmp_path: Path, capsys) -> None:
     """Recomputation gives the same losses, gradients and weights; as in the official code, the
     recomputed blocks' BatchNorms see each batch twice (running statistics updated twice).
     """
     base = ("--epochs", "1", "--max-batches", "2")
     checkpointed = ("--grad-checkpoint", "1", "1", "2", "1")
-    _train("torch", tiny_argv(tiny_data, tmp_path / "plain", *base))
-    _train("torch", tiny_argv(tiny_data, tmp_path / "ckpt", *base, *checkpointed))
+    _train("torch", tiny_data.argv(tmp_path / "plain", *base))
+    _train("torch", tiny_data.argv(tmp_path / "ckpt", *base, *checkpointed))
     assert _rows(tmp_path / "ckpt/steps.csv") == _rows(tmp_path / "plain/steps.csv")
     a = read_checkpoint(tmp_path / f"plain/{LATEST}.pth")
     b = read_checkpoint(tmp_path / f"ckpt/{LATEST}.pth")
@@ -289,7 +295,7 @@ def test_grad_checkpoint_keeps_the_gradients(tiny_data: Path, tmp_path: Path, ca
     counts = {k: int(b["model"][k]) for k in b["model"] if k.endswith("num_batches_tracked")}
     assert set(counts.values()) == {2, 4}  # 2 steps; 4 in the recomputed blocks
     assert counts["blocks1.0.proj.1.origin_bn.num_batches_tracked"] == 4
-    argv = tiny_argv(tiny_data, tmp_path / "j", *base, "--grad-checkpoint", "1", "0", "0", "0")
+    argv = tiny_data.argv(tmp_path / "j", *base, "--grad-checkpoint", "1", "0", "0", "0")
     assert train.main(argv) == 2
     assert "error: --grad-checkpoint: Jittor 1.3.11 has no activation recomputation" in (
         capsys.readouterr().err
@@ -330,7 +336,7 @@ def test_recipe_trains_on_the_imagenet_layout(
     assert all(math.isfinite(float(r["train_loss"])) for r in rows)
 
 
-def test_evaluate_scores_the_ema_weights(tiny_data: Path, tmp_path: Path, capsys) -> None:
+def test_evaluate_scores_the_ema_weights(tiny_data: TinyData, tmp_path: Path, capsys) -> None:
     """evaluate*.py --ema reproduces the run's ema_* validation columns; a checkpoint without
     an EMA is a one-line error.
     """
@@ -342,11 +348,12 @@ def test_evaluate_scores_the_ema_weights(tiny_data: Path, tmp_path: Path, capsys
     run = tmp_path / "run"
     _train(
         "torch",
-        tiny_argv(tiny_data, run, "--epochs", "1", "--max-batches", "2", "--ema-decay", "0.5"),
+        tiny_data.argv(run, "--epochs", "1", "--max-batches", "2", "--ema-decay", "0.5"),
     )
     row = _rows(run / "log.csv")[-1]
     assert row["ema_acc_top1"] != row["acc_top1"] or row["ema_val_loss"] != row["val_loss"]
-    argv = ["--data", str(tiny_data), "--img-size", "32", "--num-classes", "4", "--workers", "0"]
+    argv = ["--data", str(tiny_data.root), "--img-size", "32", "--num-classes", "4"]
+    argv += ["--workers", "0"]
     for main in (evaluate_torch.main, evaluate.main):
         out = tmp_path / f"{main.__module__}.json"
         checkpoint = str(run / f"{LATEST}.pth")
@@ -356,7 +363,7 @@ def test_evaluate_scores_the_ema_weights(tiny_data: Path, tmp_path: Path, capsys
         assert result["loss"] == pytest.approx(float(row["ema_val_loss"]), rel=1e-4)
     capsys.readouterr()
     plain = tmp_path / "plain"
-    _train("torch", tiny_argv(tiny_data, plain, "--epochs", "1", "--max-batches", "1"))
+    _train("torch", tiny_data.argv(plain, "--epochs", "1", "--max-batches", "1"))
     capsys.readouterr()
     assert evaluate_torch.main(["--checkpoint", str(plain / f"{LATEST}.pth"), "--ema", *argv]) == 2
     assert capsys.readouterr().err.startswith("error: --ema: ")

@@ -11,7 +11,7 @@ import pytest
 
 from core.jittor_env import DEVICE, cuda_available, jt, onednn_active
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_device_matches_machine() -> None:

@@ -19,15 +19,18 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from core.serialization import read_checkpoint
-from engine.loop import LATEST, LOG_COLUMNS, STEP_COLUMNS
-from tests.tiny import make_tiny_data, tiny_argv
+from engine.logs import LATEST, LOG_COLUMNS, STEP_COLUMNS
 
-REPO = Path(__file__).resolve().parents[1]
+if TYPE_CHECKING:
+    from tests.conftest import TinyData
+
+REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = {"torch": "train_torch.py", "jittor": "train.py"}
 SUFFIX = {"torch": ".pth", "jittor": ".pkl"}
 TIMING = ("epoch_time_s", "train_images_per_s")
@@ -48,9 +51,9 @@ FRAMEWORKS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_data(make_tiny_data) -> TinyData:
     # 4 classes x 6 images, batch 8: 3 train batches per epoch (shards of 4); 8 val images.
-    return make_tiny_data(tmp_path_factory, train_per_class=6, val_per_class=2, seed=5)
+    return make_tiny_data(train_per_class=6, val_per_class=2, seed=5)
 
 
 def _launch(framework: str, nproc: int, program: list[str]) -> list[str]:
@@ -93,13 +96,13 @@ def _rows(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_two_processes_take_the_same_step_as_one(
-    framework: str, tiny_data: Path, tmp_path: Path
+    framework: str, tiny_data: TinyData, tmp_path: Path
 ) -> None:
     """Global batch 8: one process with 8 images == two with 4 each (--sync-bn), first step."""
     argv = ["--epochs", "1", "--max-batches", "1", "--sync-bn"]
     one, two = tmp_path / "one", tmp_path / "two"
-    _train(framework, 1, tiny_argv(tiny_data, one, *argv))
-    proc = _train(framework, 2, tiny_argv(tiny_data, two, *argv))
+    _train(framework, 1, tiny_data.argv(one, *argv))
+    proc = _train(framework, 2, tiny_data.argv(two, *argv))
     assert "2 processes sharing each batch of 8" in proc.stdout
     assert proc.stdout.count("epoch 1/1:") == 1, "only rank 0 prints"
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
@@ -135,8 +138,8 @@ def test_two_processes_take_the_same_step_as_one(
 def _interrupting_driver(framework: str, path: Path, at_step: int) -> Path:
     """A launcher entry point: the training script whose rank 1 gets SIGTERM after a step."""
     module, backend = {
-        "torch": ("train_torch", "TorchBackend"),
-        "jittor": ("train", "JittorBackend"),
+        "torch": ("backends.torch_backend", "TorchBackend"),
+        "jittor": ("backends.jittor_backend", "JittorBackend"),
     }[framework]
     path.write_text(
         textwrap.dedent(f"""
@@ -144,7 +147,8 @@ def _interrupting_driver(framework: str, path: Path, at_step: int) -> Path:
         sys.path.insert(0, {str(REPO)!r})
         from {module} import {backend} as Backend
         from core.cli import main_guard
-        from engine.loop import build_parser, run_training
+        from engine.cli import build_parser
+        from engine.loop import run_training
 
         class Interrupted(Backend):
             calls = 0
@@ -166,27 +170,27 @@ def _interrupting_driver(framework: str, path: Path, at_step: int) -> Path:
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_distributed_run_logs_stops_and_resumes(
-    framework: str, tiny_data: Path, tmp_path: Path
+    framework: str, tiny_data: TinyData, tmp_path: Path
 ) -> None:
     """Two epochs on 2 processes: the single-process log columns; a SIGTERM that reaches only
     rank 1 stops both after the same step with rank 0's save; --resume then equals the
     uninterrupted run (logs but timing, weights and optimiser state bit for bit).
     """
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    _train(framework, 2, tiny_argv(tiny_data, whole, "--epochs", "2"))
+    _train(framework, 2, tiny_data.argv(whole, "--epochs", "2"))
     with (whole / "log.csv").open() as handle:
         assert next(csv.reader(handle)) == list(LOG_COLUMNS)
     assert [r["epoch"] for r in _rows(whole / "log.csv")] == ["1", "2"]
     assert len(_rows(whole / "steps.csv")) == 6
 
     driver = _interrupting_driver(framework, tmp_path / "driver.py", at_step=4)
-    proc = _run(framework, 2, [str(driver), *tiny_argv(tiny_data, broken, "--epochs", "2")])
+    proc = _run(framework, 2, [str(driver), *tiny_data.argv(broken, "--epochs", "2")])
     assert proc.returncode != 0, "a stopped run does not report success"
     assert "stopped by SIGTERM in epoch 2 after batch 1/3" in proc.stderr, proc.stderr[-3000:]
     latest = broken / f"{LATEST}{SUFFIX[framework]}"
     assert read_checkpoint(latest)["epoch_progress"]["batches_done"] == 1
 
-    _train(framework, 2, tiny_argv(tiny_data, broken, "--epochs", "2", "--resume"))
+    _train(framework, 2, tiny_data.argv(broken, "--epochs", "2", "--resume"))
     assert _rows(broken / "log.csv", TIMING) == _rows(whole / "log.csv", TIMING)
     assert _rows(broken / "steps.csv") == _rows(whole / "steps.csv")
     a = read_checkpoint(whole / f"{LATEST}{SUFFIX[framework]}")
@@ -198,10 +202,8 @@ def test_distributed_run_logs_stops_and_resumes(
             assert np.array_equal(value, b["optimizer"][moment][name]), (moment, name)
 
 
-def test_a_batch_too_small_to_share_is_one_line(tiny_data: Path, tmp_path: Path) -> None:
-    proc = _run(
-        "torch", 2, ["train_torch.py", *tiny_argv(tiny_data, tmp_path, "--batch-size", "1")]
-    )
+def test_a_batch_too_small_to_share_is_one_line(tiny_data: TinyData, tmp_path: Path) -> None:
+    proc = _run("torch", 2, ["train_torch.py", *tiny_data.argv(tmp_path, "--batch-size", "1")])
     assert proc.returncode != 0
     assert "error: --batch-size 1 is the global batch and cannot be split over 2 processes" in (
         proc.stderr

@@ -1,4 +1,4 @@
-"""Tests of utils/recipe.py: the official preset table and the numpy references of the training
+"""Tests of engine/recipe.py: the official preset table and the numpy references of the training
 step (schedule, EMA, gradient clipping, soft-target loss) against hand values, timm and torch."""
 
 from __future__ import annotations

@@ -6,21 +6,24 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from core.serialization import read_checkpoint
-from engine.loop import LOG_COLUMNS
+from engine.logs import LOG_COLUMNS
 from models.weights import load_state_dict
-from tests.tiny import make_tiny_data, tiny_argv
 
-REPO = Path(__file__).resolve().parents[1]
+if TYPE_CHECKING:
+    from tests.conftest import TinyData
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_data(tmp_path_factory, train_per_class=8, val_per_class=4, seed=3)
+def tiny_data(make_tiny_data) -> TinyData:
+    return make_tiny_data(train_per_class=8, val_per_class=4, seed=3)
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -39,9 +42,11 @@ def _read_log(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize(("script", "suffix"), [("train_torch.py", ".pth"), ("train.py", ".pkl")])
-def test_two_step_run_writes_log_and_checkpoints(tiny_data: Path, tmp_path: Path, script, suffix):
+def test_two_step_run_writes_log_and_checkpoints(
+    tiny_data: TinyData, tmp_path: Path, script, suffix
+):
     out = tmp_path / "run"
-    proc = _run(script, *tiny_argv(tiny_data, out), "--epochs", "2", "--max-batches", "1")
+    proc = _run(script, *tiny_data.argv(out), "--epochs", "2", "--max-batches", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _read_log(out / "log.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -60,15 +65,15 @@ def test_two_step_run_writes_log_and_checkpoints(tiny_data: Path, tmp_path: Path
     assert any(not np.array_equal(state[k], init[k]) for k in state), "weights never changed"
 
 
-def test_aligned_runs_give_the_same_losses(tiny_data: Path, tmp_path: Path) -> None:
+def test_aligned_runs_give_the_same_losses(tiny_data: TinyData, tmp_path: Path) -> None:
     """From one --init and seed, Jittor and PyTorch follow the same loss curve."""
     steps = 20
     args = ["--epochs", "5", "--max-batches", "4", "--lr", "1e-3"]  # 5 epochs x 4 batches = 20
     torch_out, jittor_out = tmp_path / "torch", tmp_path / "jittor"
-    proc = _run("train_torch.py", *tiny_argv(tiny_data, torch_out), *args)
+    proc = _run("train_torch.py", *tiny_data.argv(torch_out), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = _run(
-        "train.py", *tiny_argv(tiny_data, jittor_out), *args, "--init", str(torch_out / "init.pth")
+        "train.py", *tiny_data.argv(jittor_out), *args, "--init", str(torch_out / "init.pth")
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     torch_steps = _read_log(torch_out / "steps.csv")

@@ -1,12 +1,13 @@
 """Reliability of the training scripts: interruption and resume, diverged losses, determinism,
-and bad input. The loop is shared (utils/training.py), so most checks run in-process on both
-backends; the real-signal checks run the scripts as a terminal or a job scheduler would.
+and bad input. The loop is shared (engine/), so most checks run in-process on both backends;
+the real-signal checks run the scripts as a terminal or a job scheduler would.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import shutil
 import signal
@@ -14,41 +15,44 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 import train
 import train_torch
+from backends.base import Backend
+from backends.jittor_backend import JittorBackend
+from backends.torch_backend import TorchBackend
+from core.errors import RunStoppedError
 from core.serialization import read_checkpoint
-from engine.loop import (
-    LATEST,
-    Backend,
-    RunStoppedError,
-    StopSignals,
-    build_parser,
-    run_training,
-)
+from engine.cli import build_parser
+from engine.logs import LATEST
+from engine.loop import run_training
+from engine.state import StopSignals
 from models.weights import save_state_dict
-from tests.tiny import make_tiny_data, tiny_argv
 
-REPO = Path(__file__).resolve().parents[1]
+if TYPE_CHECKING:
+    from tests.conftest import TinyData
+
+REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 2
 TIMING = ("epoch_time_s", "train_images_per_s")  # the only columns allowed to differ
-BACKENDS = {"torch": train_torch.TorchBackend, "jittor": train.JittorBackend}
+BACKENDS = {"torch": TorchBackend, "jittor": JittorBackend}
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_data(make_tiny_data) -> TinyData:
     # 4 classes x 6 images, batch 8: 3 train batches per epoch, the last one full.
-    return make_tiny_data(tmp_path_factory, train_per_class=6, val_per_class=2, seed=5)
+    return make_tiny_data(train_per_class=6, val_per_class=2, seed=5)
 
 
-def _argv(data: Path, out: Path, *extra: str) -> list[str]:
-    return tiny_argv(data, out, "--epochs", str(EPOCHS), *extra)
+def _argv(data: TinyData, out: Path, *extra: str) -> list[str]:
+    return data.argv(out, "--epochs", str(EPOCHS), *extra)
 
 
-def _args(framework: str, data: Path, out: Path, *extra: str) -> argparse.Namespace:
+def _args(framework: str, data: TinyData, out: Path, *extra: str) -> argparse.Namespace:
     return build_parser(framework, "").parse_args(_argv(data, out, *extra))
 
 
@@ -78,7 +82,7 @@ def _signal_at(framework: str, at_step: int, signum: int) -> type[Backend]:
 
 
 @pytest.fixture(scope="module", params=sorted(BACKENDS))
-def baseline(request, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory):
+def baseline(request, tiny_data: TinyData, tmp_path_factory: pytest.TempPathFactory):
     """An uninterrupted run per framework: what every interrupted run must reproduce."""
     out = tmp_path_factory.mktemp(f"baseline_{request.param}")
     run_training(_args(request.param, tiny_data, out), _backend(request.param))
@@ -99,7 +103,7 @@ def _assert_same_run(out: Path, reference: Path, suffix: str) -> None:
             np.testing.assert_array_equal(got["optimizer"][moment][name], value, err_msg=name)
 
 
-def test_same_seed_gives_an_identical_run(baseline, tiny_data: Path, tmp_path: Path) -> None:
+def test_same_seed_gives_an_identical_run(baseline, tiny_data: TinyData, tmp_path: Path) -> None:
     """Determinism on CPU: every logged number, the weights and the optimiser state repeat."""
     framework, reference = baseline
     run_training(_args(framework, tiny_data, tmp_path), _backend(framework))
@@ -115,7 +119,7 @@ def test_same_seed_gives_an_identical_run(baseline, tiny_data: Path, tmp_path: P
     ],
 )
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(
-    baseline, tiny_data: Path, tmp_path: Path, at_step, signum, saved_epoch, saved_batches
+    baseline, tiny_data: TinyData, tmp_path: Path, at_step, signum, saved_epoch, saved_batches
 ) -> None:
     framework, reference = baseline
     backend = _backend(framework, _signal_at(framework, at_step, signum))
@@ -137,6 +141,34 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(
     _assert_same_run(tmp_path, reference, backend.suffix)
 
 
+def test_a_stop_before_the_first_step_saves_and_resumes(
+    baseline, tiny_data: TinyData, tmp_path: Path
+) -> None:
+    """A signal while the model is built and the data opened: AdamW has taken no step yet (its
+    moments do not exist in PyTorch), and the saved state still resumes into the same run.
+    """
+    framework, reference = baseline
+
+    class StoppedEarly(BACKENDS[framework]):
+        def build(self, *args: object, **kwargs: object) -> None:
+            super().build(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    backend = _backend(framework, StoppedEarly)
+    with pytest.raises(RunStoppedError) as stopped:
+        run_training(_args(framework, tiny_data, tmp_path), backend)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert str(stopped.value).startswith("stopped by SIGTERM before epoch 1: saved ")
+    saved = read_checkpoint(tmp_path / f"{LATEST}{backend.suffix}")
+    progress = saved["epoch_progress"]
+    assert saved["epoch"] == 0 and (progress["batches_done"] if progress else 0) == 0
+    assert saved["optimizer"]["step"] == 0
+    assert all(not np.any(m) for m in saved["optimizer"]["exp_avg"].values())
+
+    run_training(_args(framework, tiny_data, tmp_path, "--resume"), _backend(framework))
+    _assert_same_run(tmp_path, reference, backend.suffix)
+
+
 def test_stop_signals_second_ctrl_c_aborts() -> None:
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopSignals() as stop:
@@ -151,7 +183,7 @@ def test_stop_signals_second_ctrl_c_aborts() -> None:
 
 @pytest.mark.parametrize("framework", sorted(BACKENDS))
 def test_nan_loss_stops_and_names_the_last_good_checkpoint(
-    framework: str, tiny_data: Path, tmp_path: Path
+    framework: str, tiny_data: TinyData, tmp_path: Path
 ) -> None:
     class Poisoned(BACKENDS[framework]):
         calls = 0
@@ -177,7 +209,7 @@ def test_nan_loss_stops_and_names_the_last_good_checkpoint(
 
 
 # --- the scripts under real signals ----------------------------------------------------------
-def _start(script: str, data: Path, out: Path, *extra: str) -> subprocess.Popen:
+def _start(script: str, data: TinyData, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(REPO / script), *_argv(data, out, *extra)],
         cwd=REPO,
@@ -202,7 +234,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
     [("train_torch.py", signal.SIGINT, True), ("train.py", signal.SIGTERM, False)],
 )
 def test_script_saves_on_a_signal_then_resumes(
-    script: str, signum: int, to_group: bool, tiny_data: Path, tmp_path: Path
+    script: str, signum: int, to_group: bool, tiny_data: TinyData, tmp_path: Path
 ) -> None:
     """Ctrl-C (to the whole process group, loader workers included) or a scheduler's SIGTERM:
     one line, exit 128+signal, a resumable checkpoint, and --resume finishes the run.
@@ -242,7 +274,7 @@ def test_script_saves_on_a_signal_then_resumes(
 
 
 def test_resuming_a_finished_run_changes_nothing(
-    baseline, tiny_data: Path, tmp_path: Path, capsys
+    baseline, tiny_data: TinyData, tmp_path: Path, capsys
 ) -> None:
     framework, out = baseline
     done = Path(shutil.copytree(out, tmp_path / "done"))
@@ -278,7 +310,7 @@ BAD_INPUT = [
 @pytest.mark.parametrize("framework", sorted(BACKENDS))
 @pytest.mark.parametrize(("extra", "expected"), BAD_INPUT)
 def test_bad_input_is_one_line_and_exit_2(
-    framework, extra, expected, tiny_data: Path, other_variant: Path, tmp_path: Path, capsys
+    framework, extra, expected, tiny_data: TinyData, other_variant: Path, tmp_path: Path, capsys
 ) -> None:
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     extra = [e.format(tmp=tmp_path, xt=other_variant) for e in extra]
@@ -294,7 +326,7 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not list(out.glob(f"{LATEST}*")), "a checkpoint was written for a failed start"
 
 
-def test_fewer_images_than_asked_are_reported(tiny_data: Path, tmp_path: Path, capsys) -> None:
+def test_fewer_images_than_asked_are_reported(tiny_data: TinyData, tmp_path: Path, capsys) -> None:
     argv = _argv(tiny_data, tmp_path, "--epochs", "1", "--max-batches", "1")
     argv += ["--train-per-class", "5", "--val-per-class", "50"]
     assert train_torch.main(argv) == 0
@@ -306,13 +338,13 @@ def test_fewer_images_than_asked_are_reported(tiny_data: Path, tmp_path: Path, c
 
 
 def test_a_corrupt_jpeg_is_reported_and_counted_or_stops_a_strict_run(
-    tiny_data: Path, tmp_path: Path, capsys
+    tiny_data: TinyData, tmp_path: Path, capsys
 ) -> None:
     import shutil
 
-    data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
-    bad = sorted((data / "train").glob("*/images/*.JPEG"))[0]
+    data = dataclasses.replace(tiny_data, root=tmp_path / "data")
+    shutil.copytree(tiny_data.root, data.root)
+    bad = sorted((data.root / "train").glob("*/images/*.JPEG"))[0]
     bad.write_bytes(bad.read_bytes()[:40])  # truncated
     argv = _argv(data, tmp_path / "out", "--epochs", "1")
     with pytest.warns(RuntimeWarning, match=bad.name):
@@ -348,7 +380,7 @@ def test_a_run_killed_while_saving_leaves_the_previous_checkpoint(tmp_path: Path
     assert saved["epoch"] == 1 and list(saved["w"]) == [0.0, 1.0, 2.0, 3.0]
 
 
-def test_a_failing_write_is_one_line(tiny_data: Path, tmp_path: Path, capsys) -> None:
+def test_a_failing_write_is_one_line(tiny_data: TinyData, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     (out / "log.csv").mkdir(parents=True)  # log.csv cannot be replaced: it is a folder
     assert train_torch.main(_argv(tiny_data, out, "--epochs", "1", "--max-batches", "1")) == 1

@@ -1,0 +1,39 @@
+"""Fixtures shared across the test packages: the tiny generated dataset and the training command
+line that fits it (the training-run tests of engine/ and backends/ use them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class TinyData:
+    """4 classes of 32x32 images in TinyImageNet layout, and the training command line for it."""
+
+    root: Path
+
+    def argv(self, out: Path, *extra: str) -> list[str]:
+        """Training-script arguments for this data, writing to ``out``: batch 8, no workers."""
+        return [
+            "--data", str(self.root), "--num-classes", "4", "--img-size", "32",
+            "--batch-size", "8", "--workers", "0", "--out", str(out), *extra,
+        ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def make_tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, int, int], TinyData]:
+    """``make_tiny_data(train_per_class, val_per_class, seed)``: a fresh tiny dataset in its own
+    temporary folder (one per call; module fixtures call it once each)."""
+    from data.synthetic import generate
+
+    def make(train_per_class: int, val_per_class: int, seed: int) -> TinyData:
+        root = tmp_path_factory.mktemp("data") / "tiny"
+        generate(root, classes=4, train_per_class=train_per_class, val_per_class=val_per_class,
+                 size=32, seed=seed)  # fmt: skip
+        return TinyData(root)
+
+    return make
