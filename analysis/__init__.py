@@ -1,5 +1,14 @@
-"""What is computed from a trained model or its logs: evaluation, effective receptive fields,
-Grad-CAM and training-curve plots, framework-free (a backend supplies the framework calls).
+"""What is computed from a trained model or its logs, framework-free (a backend supplies the
+framework calls): evaluation, effective receptive fields, Grad-CAM and training-curve plots.
+
+- ``evaluate``: top-1 / top-5 / loss of a checkpoint (evaluate.py, evaluate_torch.py);
+- ``erf``: the ERF command, its method in ``erf_maps``, its figure in ``erf_figure``;
+- ``gradcam``: the Grad-CAM command, its method in ``gradcam_maps``, its figure in
+  ``gradcam_figure``;
+- ``plotting``: training curves and tables from the CSV logs (plot.py, plot_torch.py);
+- ``checkpoints``, ``inputs``, ``output``: what they share (reading weights, the validation
+  images and common flags, writing figures and arrays).
+
 Imports ``core``, ``data``, ``models`` (variants and weights), ``engine`` (log columns and
 metrics) and ``backends.base``.
 """

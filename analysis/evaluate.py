@@ -10,10 +10,11 @@ train.py / train_torch.py). The variant comes from --model, else from the traini
 ``model_name``, else it is recognised from the keys and shapes; a deploy-form file (``*_reparam``)
 is recognised as such. The classifier width is read from ``head.4.weight``.
 
-Data (``data.imagenet.open_dataset``): an ImageNet-layout root (``val/<class>/*.JPEG``) with the
+Data (``data.open_dataset``): an ImageNet-layout root (``val/<class>/*.JPEG``) with the
 official evaluation transform (bicubic resize of the shorter side to ``floor(img_size /
-crop_pct)``, centre crop; ``crop_pct`` per variant from ``engine.recipe``), or a TinyImageNet-layout
-folder (resized to a square, as in training). ImageNet mean/std normalisation in both cases.
+crop_pct)``, centre crop; ``crop_pct`` per variant from ``models.variants``), or a
+TinyImageNet-layout folder (resized to a square, as in training). ImageNet mean/std
+normalisation in both cases.
 
 Class rule: class folders (wnids) are sorted and class i is scored as head output i. The first N
 folders are evaluated, N = --num-classes (default: the head's width; at most that): the training
@@ -30,107 +31,22 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from analysis.checkpoints import Weights, load_weights
+from backends.base import Backend
 from core.cli import HelpFormatter, progress
 from core.errors import UsageError
 from core.files import atomic_write_bytes
-from engine.loop import MODELS, softmax_cross_entropy, topk_correct
+from engine.metrics import softmax_cross_entropy, topk_correct
+from models.variants import NAMES, variant_of
 
 DEFAULT_IMG_SIZE = {"imagenet": 224, "tinyimagenet": 64}
-_MAX_MESSAGE = 300  # a checkpoint mismatch can list hundreds of keys; the line stays readable
-
-
-# ---------------------------------------------------------------------------------------------
-# checkpoint
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Weights:
-    """A checkpoint's weights (torch layout, numpy) and the architecture they fit."""
-
-    state: dict[str, np.ndarray]
-    model_name: str  # a models.variants.ALL_MODEL_NAMES name: overlock_t or overlock_t_reparam
-    head_classes: int  # width of the classifier (head.4.weight)
-
-    @property
-    def base_model(self) -> str:
-        """The variant without the deploy suffix: overlock_t (for recipe_for and reports)."""
-        return self.model_name.removesuffix("_reparam")
-
-    @property
-    def deploy(self) -> bool:
-        """True when the weights are already in the reparameterised (deploy) form."""
-        return self.model_name.endswith("_reparam")
-
-
-def _short(message: str) -> str:
-    return message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE] + " ..."
-
-
-def load_weights(path: Path, model: str | None = None, ema: bool = False) -> Weights:
-    """Read ``path`` and find the variant its weights fit (see the module docstring).
-
-    ``model``: xxt/xt/t/s/b from --model (plain or deploy form accepted). ``ema``: the EMA
-    weights of a training checkpoint (``model_ema``). Raises UsageError or CheckpointError with
-    one line.
-    """
-    from core.errors import CheckpointError
-    from core.serialization import read_checkpoint
-    from models.weights import check_state, num_classes_of, state_dict_of
-
-    if not Path(path).is_file():
-        raise UsageError(f"--checkpoint {path}: no such file")
-    raw = read_checkpoint(path)
-    if ema:
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("model_ema"), Mapping):
-            raise UsageError(
-                f"--ema: {path} holds no EMA weights (a training run with --ema-decay saves them)"
-            )
-        state = state_dict_of(raw["model_ema"], path)
-    else:
-        state = state_dict_of(raw, path)
-    saved_name = raw.get("model_name") if isinstance(raw, Mapping) else None
-    head = num_classes_of(state)
-    if head < 1:
-        raise CheckpointError(f"{path}: no classifier weight head.4.weight; not an OverLoCK model")
-
-    def fits(name: str) -> bool:
-        try:
-            check_state(state, name, head)
-        except CheckpointError:
-            return False
-        return True
-
-    def recognise() -> str:
-        try:
-            return check_state(state, None, head)[0]
-        except CheckpointError as err:
-            raise CheckpointError(_short(f"{path}: {err}")) from None
-
-    if model is not None:
-        name = f"overlock_{model}"
-        for candidate in (name, f"{name}_reparam"):
-            if fits(candidate):
-                return Weights(state, candidate, head)
-        held = recognise()
-        raise UsageError(
-            f"--model {model}: {path} holds {held} weights, not {name}; "
-            f"drop --model or use --model {held.removeprefix('overlock_').removesuffix('_reparam')}"
-        )
-    if isinstance(saved_name, str):  # a training checkpoint names its variant
-        try:
-            check_state(state, saved_name, head)
-        except CheckpointError as err:
-            raise CheckpointError(_short(f"{path}: {err}")) from None
-        return Weights(state, saved_name, head)
-    return Weights(state, recognise(), head)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,10 +57,11 @@ def load_weights(path: Path, model: str | None = None, ema: bool = False) -> Wei
 def class_folder_count(root: Path, layout: str) -> int:
     """How many classes a dataset folder has (ImageNet: class folders; TinyImageNet: wnids)."""
     from data.imagenet import select_classes
+    from data.tinyimagenet import read_wnids
 
     if layout == "imagenet":
         return len(select_classes(Path(root), None))
-    return len(set((Path(root) / "wnids.txt").read_text(encoding="utf-8").split()))
+    return len(read_wnids(Path(root)))  # non-UTF-8 bytes: one DatasetError line
 
 
 def eval_classes(available: int, head: int, asked: int | None) -> int:
@@ -187,6 +104,17 @@ class EvalResult:
     def loss(self) -> float:
         return self.loss_sum / self.images
 
+    def as_dict(self) -> dict[str, Any]:
+        """The report's entries, in its order: images, top1, top5, loss and the hit counts."""
+        return {
+            "images": self.images,
+            "top1": self.top1,
+            "top5": self.top5,
+            "loss": self.loss,
+            "correct_top1": self.correct_top1,
+            "correct_top5": self.correct_top5,
+        }
+
 
 def evaluate(
     logits_of: Callable[[np.ndarray], np.ndarray],
@@ -210,30 +138,13 @@ def evaluate(
     return EvalResult(images, int(correct[0]), int(correct[1]), loss_sum)
 
 
-class EvalBackend(Protocol):
-    """What evaluate.py / evaluate_torch.py supply: the framework calls, nothing else."""
-
-    name: str  # "jittor" or "torch"
-    device: str
-
-    def load(
-        self, state: Mapping[str, np.ndarray], model_name: str, num_classes: int, reparam: bool
-    ) -> None:
-        """Build ``model_name`` with these weights in eval mode; merge its branches if
-        ``reparam`` (the deploy form)."""
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        """Main-head logits (float32 N x classes) of normalised images, no gradients."""
-
-
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
 
 
-def build_parser(description: str) -> argparse.ArgumentParser:
-    """The flags both evaluation scripts share."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+def add_weights_args(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint, --model, --num-classes, --ema, --reparam: what is scored."""
     parser.add_argument(
         "--checkpoint",
         type=Path,
@@ -243,7 +154,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--model",
-        choices=MODELS,
+        choices=NAMES,
         help="OverLoCK variant (default: the checkpoint's model_name, else recognised from the "
         "weights' keys and shapes)",
     )
@@ -264,6 +175,10 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         help="merge the dilated branches first and evaluate the deploy form (a *_reparam "
         "checkpoint is already in it)",
     )
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """--data, --split, --img-size, --crop-pct, --batch-size, --workers, --max-per-class."""
     parser.add_argument(
         "--data",
         type=Path,
@@ -280,7 +195,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         "--crop-pct",
         type=float,
         help="centre-crop fraction of the ImageNet evaluation transform (default: the "
-        "variant's official value, utils/recipe.py); TinyImageNet images are resized, not cropped",
+        "variant's official value, models/variants.py); TinyImageNet images are resized, not "
+        "cropped",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=2, help="loader processes (0: none)")
@@ -289,6 +205,13 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         type=int,
         help="cap images per class for a quick run (default: all; TinyImageNet: its 50 / 500)",
     )
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The flags both evaluation scripts share."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    add_weights_args(parser)
+    add_data_args(parser)
     parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
@@ -315,19 +238,23 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--num-classes must be >= 1 (got {args.num_classes})")
 
 
-def run_evaluation(
-    argv: Sequence[str] | None, description: str, make_backend: Callable[[str], EvalBackend]
-) -> dict[str, Any]:
-    """What evaluate.py and evaluate_torch.py do: returns the report (also printed, and written to
-    --out); raises UsageError, DatasetError or CheckpointError on bad input.
-    """
-    from data import BatchLoader, resolve_data_dir
-    from data.imagenet import DEFAULT_CROP_PCT, detect_layout, open_dataset
-    from engine.recipe import recipe_for
+@dataclass
+class EvalData:
+    """The data to score and how it is read."""
 
-    args = build_parser(description).parse_args(argv)
-    check_numbers(args)
-    weights = load_weights(args.checkpoint, args.model, args.ema)
+    root: Path
+    layout: str  # "imagenet" or "tinyimagenet"
+    img_size: int
+    crop_pct: float | None  # None for TinyImageNet layout (resized, not cropped)
+    classes: int
+    dataset: Any
+
+
+def open_eval_data(args: argparse.Namespace, weights: Weights) -> EvalData:
+    """The dataset --data names, with the classes, size and crop the flags and weights give."""
+    from data import detect_layout, open_dataset, resolve_data_dir
+    from data.imagenet import DEFAULT_CROP_PCT
+
     root = resolve_data_dir(args.data)
     layout = detect_layout(root)
     if layout == "tinyimagenet" and args.crop_pct is not None:
@@ -335,7 +262,7 @@ def run_evaluation(
     img_size = args.img_size or DEFAULT_IMG_SIZE[layout]
     crop_pct = None
     if layout == "imagenet":
-        crop_pct = args.crop_pct or recipe_for(weights.base_model).crop_pct
+        crop_pct = args.crop_pct or variant_of(weights.model_name)[0].crop_pct
     available = class_folder_count(root, layout)
     classes = eval_classes(available, weights.head_classes, args.num_classes)
     if available > classes:
@@ -343,39 +270,49 @@ def run_evaluation(
     dataset = open_dataset(
         root, args.split, classes, args.max_per_class, img_size, crop_pct or DEFAULT_CROP_PCT
     )
+    return EvalData(root, layout, img_size, crop_pct, classes, dataset)
+
+
+def run_evaluation(
+    argv: Sequence[str] | None, description: str, backend_cls: type[Backend]
+) -> dict[str, Any]:
+    """What evaluate.py and evaluate_torch.py do: returns the report (also printed, and written to
+    --out); raises UsageError, DatasetError or CheckpointError on bad input.
+    """
+    from data import BatchLoader
+
+    args = build_parser(description).parse_args(argv)
+    check_numbers(args)
+    weights = load_weights(args.checkpoint, args.model, args.ema)
+    scored = open_eval_data(args, weights)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
 
-    backend = make_backend(args.device)
+    backend = backend_cls(args.device)
     merge = args.reparam and not weights.deploy
     backend.load(weights.state, weights.model_name, weights.head_classes, merge)
     label = weights.model_name + (" (reparameterised)" if merge else "")
     start = time.perf_counter()
     with BatchLoader(
-        dataset, args.batch_size, train=False, num_workers=args.workers, strict=True
+        scored.dataset, args.batch_size, train=False, num_workers=args.workers, strict=True
     ) as loader:
         batches = progress(loader.batches(0), len(loader), f"{backend.name} eval")
-        result = evaluate(backend.logits, batches, weights.head_classes)
+        result = evaluate(backend.eval_logits, batches, weights.head_classes)
     seconds = time.perf_counter() - start
     report = {
         "framework": backend.name,
-        "device": backend.device,
+        "device": str(backend.device),
         "model": weights.model_name,
         "reparam": merge or weights.deploy,
         "checkpoint": str(args.checkpoint),
-        "data": str(root),
-        "layout": layout,
+        "data": str(scored.root),
+        "layout": scored.layout,
         "split": args.split,
-        "classes": classes,
+        "classes": scored.classes,
         "head_classes": weights.head_classes,
-        "img_size": img_size,
-        "crop_pct": crop_pct,
-        "images": result.images,
-        "top1": result.top1,
-        "top5": result.top5,
-        "loss": result.loss,
-        "correct_top1": result.correct_top1,
-        "correct_top5": result.correct_top5,
+        "img_size": scored.img_size,
+        "crop_pct": scored.crop_pct,
+        **result.as_dict(),
         "seconds": seconds,
         "images_per_s": result.images / max(seconds, 1e-9),
     }

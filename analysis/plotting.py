@@ -2,7 +2,7 @@
 
 Framework-free (pandas + matplotlib); ``plot.py`` and ``plot_torch.py`` are thin entry points that
 differ only in which run is primary by default. A run is one ``log.csv`` (one row per epoch, the
-columns of ``engine.loop.LOG_COLUMNS``). The first run is the primary one: drawn first (a wide
+columns of ``engine.logs.LOG_COLUMNS``). The first run is the primary one: drawn first (a wide
 translucent solid line, so a second run that coincides with it stays visible on top) and listed
 first; the per-epoch gap table compares the first two runs over the epochs both have.
 """
@@ -10,7 +10,6 @@ first; the per-epoch gap table compares the first two runs over the epochs both 
 from __future__ import annotations
 
 import argparse
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,10 +19,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from analysis.output import DPI, FONT_SIZE, make_parent, save_figure
 from core.cli import HelpFormatter
 from core.errors import UsageError
 from core.files import atomic_write_bytes
-from engine.loop import LOG_COLUMNS
+from engine.logs import LOG_COLUMNS
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
     from matplotlib.figure import Figure
@@ -33,8 +33,6 @@ OPTIONAL_COLUMNS = ("train_images_per_s", "lr")
 REQUIRED_COLUMNS = tuple(c for c in LOG_COLUMNS if c not in OPTIONAL_COLUMNS)
 DEFAULT_FIGURE = Path("visualization") / "training_metrics.png"
 FIGSIZE = (12.0, 7.0)  # inches; report size at DPI
-DPI = 150
-FONT_SIZE = 10  # points; titles and labels stay >= 9 pt at report size
 
 
 @dataclass(frozen=True)
@@ -326,30 +324,13 @@ def _run_style(index: int, epochs: int, colours: Sequence) -> dict:
     }
 
 
-def make_parent(path: Path) -> None:
-    """Create the folder an output goes to; failing is a one-line UsageError."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot create {path.parent} for {path.name} ({err.strerror})") from err
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> None:
-    """Render to PNG in memory, then write atomically (a reader never sees half a file)."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 # ---------------------------------------------------------------------------------------------
 # command line (plot.py / plot_torch.py)
 # ---------------------------------------------------------------------------------------------
 
 
 def build_parser(primary: str, secondary: str, description: str) -> argparse.ArgumentParser:
+    """The flags of plot.py / plot_torch.py; ``primary`` and ``secondary`` name the default runs."""
     parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     parser.add_argument(
         "--logs",

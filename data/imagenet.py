@@ -31,7 +31,7 @@ from PIL import Image
 
 from data.images import DatasetError, decode_rgb, image_names
 
-DEFAULT_CROP_PCT = 0.875  # timm's default; each OverLoCK variant sets its own (engine.recipe)
+DEFAULT_CROP_PCT = 0.875  # timm's default; each OverLoCK variant sets its own (models.variants)
 _LAYOUT_HINT = "expected an ImageNet folder (train/<class>/*.JPEG, val/<class>/*.JPEG)"
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -104,7 +104,7 @@ class ImageNet:
         max_per_class: cap on images per class (natural file order); ``None`` = all.
         img_size: output side in pixels.
         crop_pct: centre-crop fraction of the evaluation transform (official per variant:
-            ``engine.recipe``; timm's default 0.875).
+            ``models.variants``; timm's default 0.875).
         interpolation: filter of the evaluation resize (official: bicubic).
 
     Raises ``DatasetError`` with a one-line message if the layout is wrong.

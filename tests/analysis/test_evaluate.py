@@ -3,7 +3,7 @@
 - the twins give the same top-1/top-5 (loss within 1e-4) on one random XXT saved as .pth and as
   .pkl, on ImageNet-layout (official eval transform) and TinyImageNet-layout folders; --out JSON;
 - the result equals a hand computation with the torch model on ``eval_transform``-ed images
-  (default crop_pct = the variant's recipe value; --crop-pct, --num-classes, --max-per-class);
+  (default crop_pct = the variant's table value; --crop-pct, --num-classes, --max-per-class);
 - --reparam and a deploy-form (``*_reparam``) checkpoint give the plain model's result;
 - a training checkpoint written by train_torch.py is accepted (variant from its model_name) and
   reproduces the validation row of its log.csv;
@@ -24,20 +24,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import evaluate as evaluate_jittor
 import evaluate_torch
 from analysis.evaluate import run_evaluation
+from backends.jittor_backend import JittorBackend
+from backends.torch_backend import TorchBackend
+from data import IMAGENET_MEAN, IMAGENET_STD
 from data.imagenet import eval_transform
 from data.synthetic import generate
-from data.tinyimagenet import IMAGENET_MEAN, IMAGENET_STD
 from models import overlock_torch
 from models.weights import load_state_dict, save_state_dict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 8  # more than 5, so top-5 is not always a hit
 PER_CLASS = 2
 SIZE = 32
-BACKENDS = {"torch": evaluate_torch.TorchBackend, "jittor": evaluate_jittor.JittorBackend}
+BACKENDS = {"torch": TorchBackend, "jittor": JittorBackend}
 
 
 def _random_xxt(seed: int = 0) -> torch.nn.Module:
@@ -118,7 +119,7 @@ def test_twins_agree_on_pth_and_pkl(setup, layout: str) -> None:
     ref = reports["torch", "pth"]
     n = NUM_CLASSES * PER_CLASS
     assert ref["images"] == n and ref["classes"] == NUM_CLASSES and ref["model"] == "overlock_xxt"
-    assert ref["crop_pct"] == (0.9 if layout == "imagenet" else None)  # xxt's recipe value
+    assert ref["crop_pct"] == (0.9 if layout == "imagenet" else None)  # xxt's variant value
     assert 0 < ref["correct_top1"] < ref["correct_top5"] < n  # neither trivial nor hopeless
     for key, report in reports.items():
         assert (report["correct_top1"], report["correct_top5"]) == (
@@ -165,7 +166,7 @@ def test_equals_a_hand_computation(setup, crop_pct, classes, per_class) -> None:
         extra += [flag, str(value)] if value is not None else []
     extra += ["--max-per-class", str(per_class)] if per_class else []
     report = _evaluate("torch", setup["pth"], setup["imagenet"], *extra)
-    expected_crop = crop_pct or 0.9  # xxt's crop_pct in utils/recipe.py
+    expected_crop = crop_pct or 0.9  # xxt's crop_pct in models/variants.py
     classes, per_class = classes or NUM_CLASSES, per_class or PER_CLASS
     hits1, hits5, loss, n = _by_hand(
         setup["pth"], setup["imagenet"], expected_crop, classes, per_class
