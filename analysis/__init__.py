@@ -7,7 +7,8 @@ framework calls): evaluation, effective receptive fields, Grad-CAM and training-
   ``gradcam_figure``;
 - ``plotting``: training curves and tables from the CSV logs (plot.py, plot_torch.py);
 - ``checkpoints``, ``inputs``, ``output``: what they share (reading weights, the validation
-  images and common flags, writing figures and arrays).
+  images and common flags, the output folders checked before the work and each result's
+  files written all or none).
 
 Imports ``core``, ``data``, ``models`` (variants and weights), ``engine`` (log columns and
 metrics) and ``backends.base``.

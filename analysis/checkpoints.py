@@ -10,10 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UsageError
+from core.errors import CheckpointError, UsageError
 from models.variants import DEPLOY_SUFFIX, VARIANTS, variant_of
-
-_MAX_MESSAGE = 300  # a checkpoint mismatch can list hundreds of keys; the line stays readable
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], str, int]:
@@ -23,7 +21,10 @@ def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], str, int]:
     if not Path(path).is_file():
         raise UsageError(f"--checkpoint {path}: no such file (train.py / train_torch.py write one)")
     state = load_state_dict(path)
-    model_name, num_classes = check_state(state)
+    try:
+        model_name, num_classes = check_state(state, model_flag=model_flag)
+    except CheckpointError as err:
+        raise CheckpointError(f"--checkpoint {path}: {err}") from None
     return state, model_name, num_classes
 
 
@@ -41,8 +42,10 @@ class Weights:
         return self.model_name.endswith(DEPLOY_SUFFIX)
 
 
-def _short(message: str) -> str:
-    return message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE] + " ..."
+def model_flag(model_name: str) -> str:
+    """The analyses' --model value for a model name: "overlock_t_reparam" -> "t" (they take the
+    plain and the deploy form alike)."""
+    return variant_of(model_name)[0].name
 
 
 def load_weights(path: Path, model: str | None = None, ema: bool = False) -> Weights:
@@ -52,9 +55,14 @@ def load_weights(path: Path, model: str | None = None, ema: bool = False) -> Wei
     weights of a training checkpoint (``model_ema``). Raises UsageError or CheckpointError with
     one line.
     """
-    from core.errors import CheckpointError
     from core.serialization import read_checkpoint
-    from models.weights import check_state, num_classes_of, state_dict_of
+    from models.weights import (
+        check_state,
+        compare_state,
+        expected_shapes,
+        num_classes_of,
+        state_dict_of,
+    )
 
     if not Path(path).is_file():
         raise UsageError(f"--checkpoint {path}: no such file")
@@ -73,17 +81,13 @@ def load_weights(path: Path, model: str | None = None, ema: bool = False) -> Wei
         raise CheckpointError(f"{path}: no classifier weight head.4.weight; not an OverLoCK model")
 
     def fits(name: str) -> bool:
-        try:
-            check_state(state, name, head)
-        except CheckpointError:
-            return False
-        return True
+        return not compare_state(state, expected_shapes(name, head)).count
 
     def recognise() -> str:
         try:
-            return check_state(state, None, head)[0]
+            return check_state(state, None, head, model_flag)[0]
         except CheckpointError as err:
-            raise CheckpointError(_short(f"{path}: {err}")) from None
+            raise CheckpointError(f"{path}: {err}") from None
 
     if model is not None:
         name = VARIANTS[model].model_name
@@ -97,8 +101,8 @@ def load_weights(path: Path, model: str | None = None, ema: bool = False) -> Wei
         )
     if isinstance(saved_name, str):  # a training checkpoint names its variant
         try:
-            check_state(state, saved_name, head)
+            check_state(state, saved_name, head, model_flag)
         except CheckpointError as err:
-            raise CheckpointError(_short(f"{path}: {err}")) from None
+            raise CheckpointError(f"{path}: {err}") from None
         return Weights(state, saved_name, head)
     return Weights(state, recognise(), head)

@@ -14,7 +14,7 @@ import numpy as np
 
 from analysis.checkpoints import load_checkpoint
 from analysis.erf_figure import erf_figure
-from analysis.erf_maps import ErfResult, compute_erf, format_rows, write_csv
+from analysis.erf_maps import ErfResult, compute_erf, csv_bytes, format_rows
 from analysis.inputs import (
     STAGE_NAMES,
     add_model_args,
@@ -22,9 +22,9 @@ from analysis.inputs import (
     to_model_input,
     val_dataset,
 )
-from analysis.output import make_parent, save_figure, save_npz
+from analysis.output import check_output, figure_png, npz_bytes, write_together
 from backends.base import Backend
-from core.cli import HelpFormatter
+from core.cli import ArgumentParser, HelpFormatter
 from core.errors import UsageError
 
 DEFAULT_NUM_IMAGES = 200
@@ -32,7 +32,7 @@ DEFAULT_NUM_IMAGES = 200
 
 def build_parser(framework: str, suffix: str, description: str) -> argparse.ArgumentParser:
     """The flags of erf.py / erf_torch.py; ``framework`` and ``suffix`` set the defaults."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=description, formatter_class=HelpFormatter)
     add_model_args(parser, framework, suffix)
     parser.add_argument(
         "--num-images",
@@ -69,16 +69,21 @@ def read_batches(
 
 
 def write_outputs(result: ErfResult, out: Path, title: str) -> list[dict]:
-    """The figure at ``out``, the area ratios beside it (.csv) and the maps (.npz); the rows."""
+    """The figure at ``out``, the area ratios beside it (.csv) and the maps (.npz), all three or
+    none; the rows."""
     rows = result.area_rows()
-    save_figure(erf_figure(result, title), out)
-    write_csv(rows, out.with_suffix(".csv"))
-    save_npz(
-        out.with_suffix(".npz"),
+    maps = npz_bytes(
         maps=result.maps,
         num_images=result.num_images,
         feature_shapes=np.array(result.feature_shapes),
         stage_names=np.array(STAGE_NAMES),
+    )
+    write_together(
+        {
+            out: figure_png(erf_figure(result, title)),
+            out.with_suffix(".csv"): csv_bytes(rows),
+            out.with_suffix(".npz"): maps,
+        }
     )
     return rows
 
@@ -89,11 +94,11 @@ def run_erf(argv: Sequence[str] | None, description: str, backend_cls: type[Back
     check_img_size(args.img_size)
     if args.num_images < 1 or args.batch_size < 1:
         raise UsageError("--num-images and --batch-size must be at least 1")
+    check_output(args.out, "--out")
     state, model_name, num_classes = load_checkpoint(args.checkpoint)
     batches = read_batches(
         args.data, args.num_classes or num_classes, args.img_size, args.num_images, args.batch_size
     )
-    make_parent(args.out)
 
     backend = backend_cls(args.device)
     backend.load(state, model_name, num_classes)

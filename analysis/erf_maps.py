@@ -34,14 +34,12 @@ import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from analysis.inputs import stage_name
 from core.errors import UsageError
-from core.files import atomic_write_bytes
 
 THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 SCALES = ("log", "raw")  # log10(1 + mean) as RepLKNet, and the contribution map itself
@@ -162,14 +160,14 @@ def compute_erf(
     return ErfResult(maps, count, [(int(h), int(w)) for h, w in shapes])
 
 
-def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
-    """The rows as CSV (floats with 6 significant digits), written atomically."""
+def csv_bytes(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """The rows as CSV (floats with 6 significant digits)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    return buffer.getvalue().encode()
 
 
 def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from analysis.checkpoints import Weights, load_weights
+from analysis.output import check_output
 from backends.base import Backend
-from core.cli import HelpFormatter, progress
+from core.cli import ArgumentParser, HelpFormatter, progress
 from core.errors import UsageError
 from core.files import atomic_write_bytes
 from engine.metrics import softmax_cross_entropy, topk_correct
@@ -209,7 +210,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(description: str) -> argparse.ArgumentParser:
     """The flags both evaluation scripts share."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=description, formatter_class=HelpFormatter)
     add_weights_args(parser)
     add_data_args(parser)
     parser.add_argument(
@@ -283,10 +284,10 @@ def run_evaluation(
 
     args = build_parser(description).parse_args(argv)
     check_numbers(args)
+    if args.out is not None:
+        check_output(args.out, "--out")
     weights = load_weights(args.checkpoint, args.model, args.ema)
     scored = open_eval_data(args, weights)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
 
     backend = backend_cls(args.device)
     merge = args.reparam and not weights.deploy

@@ -16,9 +16,9 @@ from analysis.checkpoints import load_checkpoint
 from analysis.gradcam_figure import gradcam_figure
 from analysis.gradcam_maps import CamResult, compute_cams, peak_position, short_name, softmax
 from analysis.inputs import add_model_args, check_img_size, val_dataset
-from analysis.output import make_parent, save_figure, save_npz
+from analysis.output import check_output, figure_png, npz_bytes, write_together
 from backends.base import Backend
-from core.cli import HelpFormatter
+from core.cli import ArgumentParser, HelpFormatter
 from core.errors import UsageError
 
 DEFAULT_IMAGES = tuple(range(8))
@@ -41,7 +41,7 @@ def parse_class(value: str | None, class_names: Sequence[str], wnids: Sequence[s
 
 def build_parser(framework: str, suffix: str, description: str) -> argparse.ArgumentParser:
     """The flags of gradcam.py / gradcam_torch.py; ``framework`` and ``suffix`` set the defaults."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=description, formatter_class=HelpFormatter)
     add_model_args(parser, framework, suffix)
     parser.add_argument(
         "--images",
@@ -84,6 +84,7 @@ def run_gradcam(
     """What gradcam.py and gradcam_torch.py do; raises UsageError (and data/checkpoint errors)."""
     args = build_parser(backend_cls.name, backend_cls.suffix, description).parse_args(argv)
     check_img_size(args.img_size)
+    check_output(args.out, "--out")
     state, model_name, num_classes = load_checkpoint(args.checkpoint)
     if args.num_classes not in (None, num_classes):
         raise UsageError(
@@ -94,7 +95,6 @@ def run_gradcam(
     if bad:
         raise UsageError(f"--images {bad}: the validation split has indices 0..{len(dataset) - 1}")
     target = parse_class(args.target_class, dataset.class_names, dataset.wnids)
-    make_parent(args.out)
 
     backend = backend_cls(args.device)
     backend.load(state, model_name, num_classes)
@@ -114,15 +114,15 @@ def run_gradcam(
     )
     explained = "predicted" if target is None else f"{target} ({dataset.class_names[target]})"
     title = f"Grad-CAM, {backend.name}: {args.checkpoint.name} ({model_name})"
-    save_figure(gradcam_figure(result, dataset.class_names, title, explained), args.out)
-    save_npz(
-        args.out.with_suffix(".npz"),
+    maps = npz_bytes(
         indices=np.array(result.indices),
         labels=result.labels,
         classes=result.classes,
         logits=logits,
         **{f"stage{s + 1}": r for s, r in enumerate(raw)},
     )
+    figure = figure_png(gradcam_figure(result, dataset.class_names, title, explained))
+    write_together({args.out: figure, args.out.with_suffix(".npz"): maps})
     print_peaks(result, dataset.class_names)
     print(
         f"wrote {args.out} and {args.out.with_suffix('.npz')} ({time.perf_counter() - start:.1f}s)"

@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from analysis.output import DPI, FONT_SIZE, make_parent, save_figure
-from core.cli import HelpFormatter
+from analysis.output import DPI, FONT_SIZE, check_output, figure_png, write_together
+from core.cli import ArgumentParser, HelpFormatter
 from core.errors import UsageError
-from core.files import atomic_write_bytes
 from engine.logs import LOG_COLUMNS
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
@@ -331,7 +330,7 @@ def _run_style(index: int, epochs: int, colours: Sequence) -> dict:
 
 def build_parser(primary: str, secondary: str, description: str) -> argparse.ArgumentParser:
     """The flags of plot.py / plot_torch.py; ``primary`` and ``secondary`` name the default runs."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=description, formatter_class=HelpFormatter)
     parser.add_argument(
         "--logs",
         nargs="+",
@@ -354,12 +353,14 @@ def build_parser(primary: str, secondary: str, description: str) -> argparse.Arg
 def run_cli(argv: Sequence[str] | None, primary: str, secondary: str, description: str) -> None:
     """What plot.py and plot_torch.py do; raises UsageError on bad input."""
     args = build_parser(primary, secondary, description).parse_args(argv)
-    runs = load_runs(args.logs)
     table_path = args.table or args.out.with_suffix(".md")
-    for path in (args.out, table_path):
-        make_parent(path)
+    if table_path.resolve() == args.out.resolve():
+        raise UsageError(f"--table {table_path} is the figure's path; give another file")
+    check_output(args.out, "--out")
+    check_output(table_path, "--table")
+    runs = load_runs(args.logs)
     report = report_markdown(runs, figure=args.out)
-    save_figure(plot_training(runs, args.title), args.out)
-    atomic_write_bytes(table_path, report.encode())
+    figure = figure_png(plot_training(runs, args.title))
+    write_together({args.out: figure, table_path: report.encode()})  # both or neither
     print(report)
     print(f"wrote {args.out} and {table_path}")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
+from core.cli import ArgumentParser
 from data.loader import BatchLoader
 from data.tinyimagenet import TinyImageNet
 
@@ -29,7 +29,7 @@ def bench(loader: BatchLoader, batches: int) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> None:
     """Measure each configuration in turn and print one line per configuration."""
-    parser = argparse.ArgumentParser(prog="python -m data.bench", description=__doc__)
+    parser = ArgumentParser(prog="python -m data.bench", description=__doc__)
     parser.add_argument("--data-dir", type=Path, required=True, help="TinyImageNet folder")
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--size", type=int, default=64, help="image side after resize")

@@ -20,7 +20,6 @@ interrupted run never leaves a half dataset. ``python -m data.synthetic --help``
 
 from __future__ import annotations
 
-import argparse
 import colorsys
 import json
 import math
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from core.cli import ArgumentParser
 
 SHAPES = ("circle", "square", "triangle", "cross", "star")
 HUES = {"red": 0.0, "lime": 0.25, "cyan": 0.5, "violet": 0.75}
@@ -258,7 +259,7 @@ def ensure_default_dataset() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``python -m data.synthetic [--out DIR] [--classes N] ...``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m data.synthetic",
         description="Write a procedurally drawn dataset in the TinyImageNet folder layout "
         "(wnids.txt, words.txt, train/<wnid>/images/*.JPEG, <wnid>_boxes.txt, val/images/*.JPEG, "
