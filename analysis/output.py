@@ -4,10 +4,7 @@ output folders (checked before the work), and the files of one result, written a
 
 from __future__ import annotations
 
-import errno
 import io
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.errors import UsageError
-from core.files import check_writable_folder, remove_stale_temporaries
+from core.files import atomic_write_all, check_writable_folder
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
     from matplotlib.figure import Figure
@@ -49,44 +46,6 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _staged(path: Path, data: bytes) -> Path:
-    """``data`` in a synced temporary file beside ``path`` (named as ``core.files`` names its
-    own, so a killed run's leftovers are removed the same way). An OSError names ``path``."""
-    remove_stale_temporaries(path)
-    try:
-        fd, name = tempfile.mkstemp(
-            prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
-        )
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, str(path)) from err
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give a new file's usual permissions
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as err:
-        Path(name).unlink(missing_ok=True)
-        raise OSError(err.errno or errno.EIO, err.strerror or str(err), str(path)) from err
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
-
-
 def write_together(files: Mapping[Path, bytes]) -> None:
-    """Write every file of one result or none of them: each goes to a synced temporary file
-    beside it first, and the renames follow only once all are written (a full disk or a
-    read-only folder leaves the previous files as they were). An OSError names the destination
-    that failed; the temporaries are removed."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, data in files.items():
-            staged.append((_staged(Path(path), data), Path(path)))
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+    """Write every file of one result or none of them (``core.files.atomic_write_all``)."""
+    atomic_write_all(files)

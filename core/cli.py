@@ -54,8 +54,8 @@ def main_guard(run: Callable[[], object]) -> int:
 
 
 _OS_ERROR_HINTS = {
-    errno.ENOSPC: "free some space and run again (a stopped training run continues with --resume)",
-    errno.EDQUOT: "free some space and run again (a stopped training run continues with --resume)",
+    errno.ENOSPC: "free some space and run again",
+    errno.EDQUOT: "free some space (disk quota) and run again",
     errno.EACCES: "choose a folder you can write to",
     errno.EPERM: "choose a folder you can write to",
     errno.EROFS: "choose a folder on a writable file system",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,15 +39,12 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then rename it.
-
-    An OSError (no space, no permission) names ``path``, not the hidden temporary file.
-    """
-    path = Path(path)
+def _staged(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """A synced temporary file beside ``path`` holding what ``write(handle)`` wrote (its name
+    carries this process's id, for ``remove_stale_temporaries``). An OSError names ``path``."""
     try:
         remove_stale_temporaries(path)
-        fd, tmp = tempfile.mkstemp(
+        fd, name = tempfile.mkstemp(
             prefix=_temporary_prefix(path, os.getpid()), suffix=".tmp", dir=path.parent
         )
     except OSError as err:
@@ -60,13 +57,45 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
+        Path(name).unlink(missing_ok=True)
         raise OSError(err.errno or errno.EIO, err.strerror or str(err), str(path)) from err
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        Path(name).unlink(missing_ok=True)
         raise
+    return Path(name)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then rename it.
+
+    An OSError (no space, no permission) names ``path``, not the hidden temporary file.
+    """
+    atomic_write_all({Path(path): write})
+
+
+def atomic_write_all(files: Mapping[Path, Callable[[BinaryIO], object] | bytes]) -> None:
+    """Write every file of one result or none of them: each goes to a synced temporary file
+    beside it first, and the renames follow only once all are written (a full disk or a
+    read-only folder leaves the previous files as they were). Values are bytes or
+    ``write(handle)`` functions; an OSError names the destination that failed."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, content in files.items():
+            write = content if callable(content) else _writer(content)
+            staged.append((_staged(Path(path), write), Path(path)))
+        for tmp, path in staged:
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                raise OSError(err.errno, err.strerror, str(path)) from err
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _writer(data: bytes) -> Callable[[BinaryIO], object]:
+    return lambda handle: handle.write(data)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
