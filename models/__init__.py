@@ -4,7 +4,8 @@
 - ``overlock_torch`` / ``overlock_jittor``: the twins (same classes, order, parameter names; a diff
   shows framework differences only).
 - ``overlock_common``: what the twins share, framework-free (relative-position-bias index,
-  dilated-branch table, per-block arguments, model config, the factories made from the table).
+  dilated-branch table, per-block arguments, model config and per-stage ``feature_info`` of
+  timm's interface, the factories made from the table).
 - ``torch_compat_jittor``: PyTorch semantics for the Jittor twin (BatchNorm2d, SyncBatchNorm,
   adaptive pooling, bilinear interpolate, DropPath); ``sync_batchnorm_torch``: the PyTorch
   twin's SyncBatchNorm, on any device.

@@ -5,8 +5,10 @@ op), else the native op below. ``OVERLOCK_NA2D=auto|natten|native`` or
 :func:`set_na2d_backend` forces one; :func:`na2d_backend` says which runs, and the first call
 prints it once to stderr.
 
-Native op: both forms below gather value pixels with the index table of
-``models/na2d_common.py``; torch autograd gives the gradients w.r.t. ``attn`` and ``value``.
+Native op: both forms below gather value pixels by the window rule of
+``models/na2d_common.py``, its neighbour table computed with tensor index arithmetic (so
+TorchScript, FX and torch.compile trace the op whole; tests check it equals the numpy table);
+torch autograd gives the gradients w.r.t. ``attn`` and ``value``.
 
 - dense: scatter each (batch, head)'s weights into an (H*W, H*W) matrix and use one batched
   matmul. Costs H*W / K**2 times the needed flops, but for the small maps of OverLoCK's
@@ -44,7 +46,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .na2d_common import Pair, check_na2d_args, neighbour_table
+from .na2d_common import check_na2d_args
 
 BACKENDS = ("auto", "natten", "native")
 ENV_VAR = "OVERLOCK_NA2D"
@@ -150,28 +152,76 @@ def na2d_av(
         ValueError: invalid argument (see :func:`models.na2d_common.check_na2d_args`).
     """
     ks, dil = check_na2d_args(attn.shape, value.shape, kernel_size, dilation)
-    _report_backend()
-    attn = attn.to(value.dtype)
-    if na2d_backend() == "natten":
+    if _traced_backend() == "natten":
         # NATTEN's CPU kernel assumes attn's last stride is 1.
-        return _natten_fn(attn.contiguous(), value, ks, dil)
+        return _natten_fn(attn.to(value.dtype).contiguous(), value, ks, dil)
+    return na2d_av_native(attn, value, ks, dil)
+
+
+@torch.compiler.assume_constant_result
+def _traced_backend() -> str:
+    """:func:`na2d_backend`, reported once; torch.compile runs it while tracing (it imports
+    NATTEN and prints) and keeps its answer as a constant of the compiled graph."""
+    _report_backend()
+    return na2d_backend()
+
+
+def na2d_av_native(
+    attn: Tensor, value: Tensor, kernel_size: tuple[int, int], dilation: tuple[int, int]
+) -> Tensor:
+    """The native op of :func:`na2d_av`, arguments already checked (kernel size and dilation as
+    (height, width) pairs). Tensor operations only, so TorchScript, FX and torch.compile trace
+    it: the neighbour table is index arithmetic, not numpy."""
+    attn = attn.to(value.dtype)
     B, G, H, W, C = value.shape
-    table = _index_table(H, W, ks, dil, value.device)
-    attn = attn.reshape(B, G, H * W, ks[0] * ks[1])
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        table = neighbour_index(H, W, kernel_size, dilation, value.device)
+    else:  # eager: once per shape (the arithmetic costs ~0.15 ms a call)
+        table = _cached_neighbour_index(H, W, kernel_size, dilation, value.device)
+    attn = attn.reshape(B, G, H * W, kernel_size[0] * kernel_size[1])
     value = value.reshape(B, G, H * W, C)
-    if H * W / (ks[0] * ks[1]) <= DENSE_MAX_RATIO:
+    if _dense_is_faster(H * W, kernel_size[0] * kernel_size[1]):
         out = _av_dense(attn, value, table)
     else:
         out = _av_gather(attn, value, table)
     return out.reshape(B, G, H, W, C)
 
 
-@functools.lru_cache(maxsize=256)
-def _index_table(
-    height: int, width: int, kernel_size: Pair, dilation: Pair, device: torch.device
+def axis_neighbour_index(
+    length: int, kernel_size: int, dilation: int, device: torch.device
 ) -> Tensor:
-    """:func:`neighbour_table` as an int64 tensor on ``device``, cached per device."""
-    return torch.from_numpy(neighbour_table(height, width, kernel_size, dilation).copy()).to(device)
+    """:func:`models.na2d_common.axis_neighbours` as tensor arithmetic: (length, K) int64."""
+    index = torch.arange(length, device=device)
+    group = index % dilation
+    group_len = (length - group + dilation - 1) // dilation
+    centred = index // dilation - kernel_size // 2
+    start = torch.minimum(centred.clamp(min=0), group_len - kernel_size) * dilation + group
+    return start[:, None] + torch.arange(kernel_size, device=device)[None, :] * dilation
+
+
+def neighbour_index(
+    height: int,
+    width: int,
+    kernel_size: tuple[int, int],
+    dilation: tuple[int, int],
+    device: torch.device,
+) -> Tensor:
+    """:func:`models.na2d_common.neighbour_table` as an int64 tensor on ``device``, computed
+    with tensor operations (equal to the numpy table: tests/models/test_na2d.py)."""
+    rows = axis_neighbour_index(height, kernel_size[0], dilation[0], device)  # (H, K0)
+    cols = axis_neighbour_index(width, kernel_size[1], dilation[1], device)  # (W, K1)
+    table = rows[:, None, :, None] * width + cols[None, :, None, :]  # (H, W, K0, K1)
+    return table.reshape(height * width, kernel_size[0] * kernel_size[1])
+
+
+_cached_neighbour_index = functools.lru_cache(maxsize=256)(neighbour_index)
+
+
+def _dense_is_faster(pixels: int, window: int) -> bool:
+    """The native form for a map of ``pixels`` queries and windows of ``window`` pixels."""
+    if torch.jit.is_scripting():
+        return pixels <= 16 * window  # DENSE_MAX_RATIO: TorchScript reads no module globals
+    return pixels <= DENSE_MAX_RATIO * window
 
 
 def _av_dense(attn: Tensor, value: Tensor, table: Tensor) -> Tensor:
@@ -187,4 +237,14 @@ def _av_gather(attn: Tensor, value: Tensor, table: Tensor) -> Tensor:
     return torch.einsum("bgnk,bgnkc->bgnc", attn, value[:, :, table])
 
 
-__all__ = ["BACKENDS", "DENSE_MAX_RATIO", "ENV_VAR", "na2d_av", "na2d_backend", "set_na2d_backend"]
+__all__ = [
+    "BACKENDS",
+    "DENSE_MAX_RATIO",
+    "ENV_VAR",
+    "axis_neighbour_index",
+    "na2d_av",
+    "na2d_av_native",
+    "na2d_backend",
+    "neighbour_index",
+    "set_na2d_backend",
+]

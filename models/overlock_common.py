@@ -4,8 +4,9 @@
 not depend on the framework is decided here, once, so the twins cannot drift apart: the
 relative-position-bias index, the dilated-branch table, the window of maps smaller than the
 ContMix kernel, each block's constructor arguments (stochastic-depth rates included), the model
-config and the ``overlock_<name>`` / ``overlock_<name>_reparam`` factories generated from
-``models/variants.py``.
+config (timm's ``default_cfg`` and per-stage ``feature_info``, the stage selection of
+``forward_intermediates``) and the ``overlock_<name>`` / ``overlock_<name>_reparam`` factories
+generated from ``models/variants.py``.
 """
 
 from __future__ import annotations
@@ -136,18 +137,72 @@ def block_args(
     return rep, dyn
 
 
+def stage_feature_info(
+    depth: Sequence[int], sub_depth: Sequence[int], embed_dim: Sequence[int]
+) -> list[dict[str, Any]]:
+    """timm's ``feature_info`` of the four stage outputs: channels, stride, the block ending it.
+
+    Stages 1-2 are the Base-Net's; 3-4 the Focus-Net's, whose stage-3 output is the feature part
+    of its last block (the context channels split off) and stage 4 its whole output (features
+    and context, the head's input). The maps ERF and Grad-CAM explain (backends.base.STAGE_MODULES).
+    """
+    return [
+        {"num_chs": embed_dim[0], "reduction": 4, "module": f"blocks1.{depth[0] - 1}"},
+        {"num_chs": embed_dim[1], "reduction": 8, "module": f"blocks2.{depth[1] - 1}"},
+        {"num_chs": embed_dim[2], "reduction": 16, "module": f"sub_blocks3.{sub_depth[0] - 1}"},
+        {
+            "num_chs": embed_dim[3] + embed_dim[3] // 4,
+            "reduction": 32,
+            "module": f"sub_blocks4.{sub_depth[1] - 1}",
+        },
+    ]
+
+
+def take_indices(num_stages: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """The stages ``indices`` selects and the last of them, as timm's ``feature_take_indices``.
+
+    ``None``: every stage; an int ``n``: the last ``n``; a sequence: those stages, negative ones
+    counted from the end.
+
+    Raises:
+        ValueError: an index outside the stages.
+    """
+    if indices is None:
+        indices = num_stages
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f"last-n indices: {indices} is not in 1..{num_stages}")
+        taken = list(range(num_stages - indices, num_stages))
+    else:
+        taken = [num_stages + i if i < 0 else i for i in indices]
+        if not taken or not all(0 <= i < num_stages for i in taken):
+            raise ValueError(f"stage indices {list(indices)} are not in 0..{num_stages - 1}")
+    return taken, max(taken)
+
+
+def check_global_pool(global_pool: str) -> str:
+    """``global_pool`` if the heads support it: "avg" (pooled logits) or "" (no pooling: maps)."""
+    if global_pool not in ("avg", ""):
+        raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+    return global_pool
+
+
 def default_cfg(variant: Variant) -> dict[str, Any]:
     """The timm-style model config of a variant (``model.default_cfg``), from the table."""
+    _, height, width = variant.input_size
     return {
         "url": "",
         "num_classes": 1000,
         "input_size": variant.input_size,
+        "pool_size": (height // 32, width // 32),  # the final map's size at input_size
         "crop_pct": variant.crop_pct,
         "interpolation": "bicubic",
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
         "first_conv": "patch_embed1.0",
-        "classifier": "head.4",
+        "classifier": ("head.4", "aux_head.2"),  # the main and the auxiliary classifier
+        "paper_ids": "arXiv:2502.20087",
+        "origin_url": "https://github.com/LMMMEng/OverLoCK",
     }
 
 
@@ -158,16 +213,16 @@ DEFAULT_CFGS = {
     for suffix in ("", DEPLOY_SUFFIX)
 }
 
+# (model class, model name, variant, **constructor overrides) -> model
+ModelBuilder = Callable[..., Any]
 
-def create_model(
-    model_class: Callable[..., Any], variant: Variant, pretrained: bool, **kwargs: Any
+
+def build_model(
+    model_class: Callable[..., Any], model_name: str, variant: Variant, **kwargs: Any
 ) -> Any:
-    """Build ``model_class`` with the variant's architecture; ``kwargs`` override or add."""
-    if pretrained:
-        raise ValueError(
-            f"{variant.model_name}: pretrained=True is not supported (no hub downloads); build "
-            "the model and load a local checkpoint with load_state_dict"
-        )
+    """``model_class`` with the variant's architecture (``kwargs`` override or add) and its
+    config as ``default_cfg``; timm's hub arguments are dropped. The Jittor twin's builder (the
+    PyTorch twin uses timm's ``build_model_with_cfg``)."""
     for key in TIMM_KWARGS:
         kwargs.pop(key, None)
     model = model_class(**{**variant.model_args(), **kwargs})
@@ -175,13 +230,23 @@ def create_model(
     return model
 
 
-def _factory(model_class: Callable[..., Any], variant: Variant, deploy: bool) -> Callable:
+def _refuse_pretrained(variant: Variant, pretrained: bool) -> None:
+    if pretrained:
+        raise ValueError(
+            f"{variant.model_name}: pretrained=True is not supported (no hub downloads); build "
+            "the model and load a local checkpoint with load_state_dict"
+        )
+
+
+def _factory(
+    model_class: Callable[..., Any], variant: Variant, deploy: bool, build: ModelBuilder
+) -> Callable:
     extra = {"deploy": True} if deploy else {}
+    name = variant.model_name + (DEPLOY_SUFFIX if deploy else "")
 
     def factory(pretrained: bool = False, num_classes: int = 1000, **kwargs: Any) -> Any:
-        return create_model(
-            model_class, variant, pretrained, num_classes=num_classes, **extra, **kwargs
-        )
+        _refuse_pretrained(variant, pretrained)
+        return build(model_class, name, variant, num_classes=num_classes, **extra, **kwargs)
 
     title = f"OverLoCK-{variant.name.upper()}"
     if variant.official:
@@ -191,7 +256,8 @@ def _factory(model_class: Callable[..., Any], variant: Variant, deploy: bool) ->
     if deploy:
         # They load checkpoints saved after ``model.reparam()`` (or the official *_reparam.pth).
         factory.__doc__ += " Deploy form: every DilatedReparamBlock is one large kernel with bias."
-    factory.__name__ = factory.__qualname__ = variant.model_name + (DEPLOY_SUFFIX if deploy else "")
+    factory.__doc__ += " ``features_only=True`` (with ``out_indices``): the stage maps."
+    factory.__name__ = factory.__qualname__ = name
     factory.__annotations__["return"] = model_class
     return factory
 
@@ -201,17 +267,18 @@ def model_factories(
     module: str,
     register: Callable[[Callable], Callable] = lambda fn: fn,
     variants: Iterable[Variant] | None = None,
+    build: ModelBuilder = build_model,
 ) -> dict[str, Callable]:
     """``overlock_<name>(pretrained=False, num_classes=1000, **kwargs)`` and its ``_reparam``
     form for every variant (default: the whole table), named as attributes of ``module``.
 
     ``register`` is applied to each (timm's ``register_model`` in the PyTorch twin; it reads the
-    function's ``__name__`` and ``__module__``).
+    function's ``__name__`` and ``__module__``); ``build`` makes the model (see ``build_model``).
     """
     factories = {}
     for variant in VARIANTS.values() if variants is None else variants:
         for deploy in (False, True):
-            factory = _factory(model_class, variant, deploy)
+            factory = _factory(model_class, variant, deploy, build)
             factory.__module__ = module
             factories[factory.__name__] = register(factory)
     return factories

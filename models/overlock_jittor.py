@@ -27,9 +27,12 @@ from .matmul_jittor import matmul_tn
 from .na2d_jittor import na2d_av
 from .overlock_common import (
     block_args,
+    check_global_pool,
     dilated_branches,
     model_factories,
     rpb_index,
+    stage_feature_info,
+    take_indices,
     upsampled_size,
 )
 from .torch_compat_jittor import (
@@ -387,6 +390,24 @@ class RepConvBlock(nn.Module):
         return self.forward_features(x)
 
 
+def _fit_to_window(x: jt.Var, kernel_size: int) -> jt.Var:
+    """``x`` resized (bilinear) so that its short side is the ContMix window when it is shorter,
+    as the official model does; else ``x`` itself."""
+    height, width = x.shape[2], x.shape[3]
+    if min(height, width) >= kernel_size:
+        return x
+    size = upsampled_size(height, width, kernel_size)
+    return interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _pool_to_size_of(x: jt.Var, reference: jt.Var) -> jt.Var:
+    """``x`` average-pooled back to the height and width of ``reference`` (undoing
+    :func:`_fit_to_window`); ``x`` itself when they already agree."""
+    if tuple(x.shape[2:]) == tuple(reference.shape[2:]):
+        return x
+    return adaptive_avg_pool2d(x, tuple(reference.shape[2:]))
+
+
 class DynamicConvBlock(nn.Module):
     """OverLoCK's Focus-Net block with ContMix (context-mixing dynamic convolution).
 
@@ -459,7 +480,9 @@ class DynamicConvBlock(nn.Module):
             nn.Conv2d(ctx_dim, dim // 2, kernel_size=1, bias=False),
             BatchNorm2d(dim // 2),
         )
-        self.weight_proj = nn.Conv2d(49, kernel_size**2 + smk_size**2, kernel_size=1)
+        self.weight_proj = nn.Conv2d(
+            49, kernel_size * kernel_size + smk_size * smk_size, kernel_size=1
+        )
         self.dyconv_proj = nn.Sequential(
             nn.Conv2d(dim, dim, kernel_size=1, bias=False),
             BatchNorm2d(dim),
@@ -526,7 +549,7 @@ class DynamicConvBlock(nn.Module):
         """Add each (query, neighbour) pair's relative position bias to attn (B,G,H,W,K*K)."""
         idx = jt.array(rpb_index(height, width, kernel_size).astype(np.int32))
         bias = rpb.flatten(1)[:, idx]  # (G, H*W, K*K)
-        return attn + bias.reshape(1, self.num_heads, height, width, kernel_size**2)
+        return attn + bias.reshape(1, self.num_heads, height, width, kernel_size * kernel_size)
 
     def _dynamic_kernels(
         self, x_f: jt.Var, C: int, C_h: int, H: int, W: int
@@ -543,7 +566,8 @@ class DynamicConvBlock(nn.Module):
         weight = self.weight_proj(weight.permute(0, 3, 1, 2))  # 1x1 conv over l: b l' g n
         weight = weight.permute(0, 2, 3, 1).reshape(B, G, H, W, -1)  # b g h w l'
 
-        attn1, attn2 = jt.split(weight, [self.smk_size**2, self.kernel_size**2], dim=-1)
+        split = [self.smk_size * self.smk_size, self.kernel_size * self.kernel_size]
+        attn1, attn2 = jt.split(weight, split, dim=-1)
         attn1 = self.apply_rpb(attn1, self.rpb1, H, W, self.smk_size)
         attn2 = self.apply_rpb(attn2, self.rpb2, H, W, self.kernel_size)
         attn1 = softmax_last(attn1)
@@ -552,15 +576,11 @@ class DynamicConvBlock(nn.Module):
 
     def _contmix(self, x: jt.Var, x_f: jt.Var, C: int, C_h: int) -> jt.Var:
         """ContMix: the dynamic kernels from ``x_f`` applied to ``x`` (na2d_av, both windows)."""
-        input_resolution = tuple(x.shape[2:])
-        B, _, H, W = x.shape
+        inputs = x
         # Maps smaller than the window are upsampled to it, then pooled back after na2d.
-        is_pad = min(H, W) < self.kernel_size
-        if is_pad:
-            size = upsampled_size(H, W, self.kernel_size)
-            x = interpolate(x, size=size, mode="bilinear", align_corners=False)
-            x_f = interpolate(x_f, size=size, mode="bilinear", align_corners=False)
-            H, W = size
+        x = _fit_to_window(x, self.kernel_size)
+        x_f = _fit_to_window(x_f, self.kernel_size)
+        B, _, H, W = x.shape
 
         attn1, attn2 = self._dynamic_kernels(x_f, C, C_h, H, W)
         G = self.num_heads
@@ -571,10 +591,7 @@ class DynamicConvBlock(nn.Module):
         x2 = na2d_av(attn2, value[1], kernel_size=self.kernel_size)
         x = jt.concat([x1, x2], dim=1)  # b 2g h w c
         x = x.permute(0, 1, 4, 2, 3).reshape(B, -1, H, W)  # b (2g c) h w
-
-        if is_pad:
-            x = adaptive_avg_pool2d(x, input_resolution)
-        return x
+        return _pool_to_size_of(x, inputs)
 
     def _forward_inner(self, x: jt.Var, h_x: jt.Var, h_r: jt.Var) -> tuple[jt.Var, jt.Var | None]:
         C = x.shape[1]
@@ -626,6 +643,13 @@ class OverLoCK(nn.Module):
     Training mode returns ``{'main': logits, 'aux': logits}`` (aux head on the Overview-Net),
     eval mode the main logits. ``sync_bn``: BatchNorm over the global batch of all processes;
     None (the official behaviour) turns it on when Jittor runs under MPI.
+
+    The PyTorch twin's timm model interface, with the same names and arguments: ``num_features``,
+    ``head_hidden_size``, ``feature_info``, ``forward_features`` / ``forward_head`` /
+    ``forward_intermediates``, ``reset_classifier`` / ``get_classifier``,
+    ``prune_intermediate_layers``; ``global_pool``: "avg" or "". ``features_only=True``: the
+    model returns the stage maps at ``out_indices`` (a list, as timm's feature extractor; what
+    they need is all it keeps), ``out_indices`` holding their stage numbers.
     """
 
     def __init__(
@@ -651,10 +675,18 @@ class OverLoCK(nn.Module):
         num_classes: int = 1000,
         use_checkpoint: Sequence[int] = (0, 0, 0, 0),
         sync_bn: bool | None = None,
+        global_pool: str = "avg",
+        features_only: bool = False,
+        out_indices: int | Sequence[int] = (0, 1, 2, 3),
     ):
         super().__init__()
         self.num_classes = num_classes
-        self.num_features = self.embed_dim = embed_dim
+        self.global_pool = check_global_pool(global_pool)
+        self.embed_dim = embed_dim
+        self.num_features = embed_dim[-1] + embed_dim[-1] // 4  # Focus-Net output: x and context
+        self.head_hidden_size = projection
+        self.feature_info = stage_feature_info(depth, sub_depth, embed_dim)
+        self.num_stages = len(self.feature_info)  # the stages the model runs (fewer once pruned)
         self._build_embeddings(in_chans, embed_dim)
 
         rep_args, dyn_args = block_args(
@@ -676,6 +708,9 @@ class OverLoCK(nn.Module):
         if sync_bn or (sync_bn is None and jt.in_mpi):
             convert_sync_batchnorm(self)
         use_cpu_depthwise(self)  # speed only: oneDNN has no fast NCHW depthwise path
+        self.features_only = features_only
+        if features_only:  # what timm's features_only does: keep what those maps need
+            self.out_indices = self.prune_intermediate_layers(out_indices)
 
     def _build_embeddings(self, in_chans: int, embed_dim: Sequence[int]) -> None:
         """The stem, the downsampling between stages and the context projections."""
@@ -688,22 +723,32 @@ class OverLoCK(nn.Module):
 
     def _build_heads(self, ctx_dim: int, projection: int, num_classes: int, use_ds: bool) -> None:
         """The main head on the Focus-Net output and, with ``use_ds``, the auxiliary head."""
-        fusion_dim = ctx_dim + ctx_dim // 4
         if use_ds:  # auxiliary (deep-supervision) head on the Overview-Net context
             self.aux_head = nn.Sequential(
                 BatchNorm2d(ctx_dim),
-                AdaptiveAvgPool2d(1),
-                nn.Conv2d(ctx_dim, num_classes, kernel_size=1)
-                if num_classes > 0
-                else nn.Identity(),
+                self._pool(),
+                self._classifier(ctx_dim, num_classes),
             )
         self.head = nn.Sequential(
-            nn.Conv2d(fusion_dim, projection, kernel_size=1, bias=False),
+            nn.Conv2d(self.num_features, projection, kernel_size=1, bias=False),
             BatchNorm2d(projection),
             nn.SiLU(),
-            AdaptiveAvgPool2d(1),
-            nn.Conv2d(projection, num_classes, kernel_size=1) if num_classes > 0 else nn.Identity(),
+            self._pool(),
+            self._classifier(projection, num_classes),
         )
+
+    def _pool(self) -> nn.Module:
+        """The heads' global pooling for ``self.global_pool``."""
+        return AdaptiveAvgPool2d(1) if self.global_pool == "avg" else nn.Identity()
+
+    def _classifier(self, in_dim: int, num_classes: int) -> nn.Module:
+        """A 1x1-conv classifier (as officially) initialised as the rest, or none for 0 classes."""
+        if num_classes <= 0:
+            return nn.Identity()
+        conv = nn.Conv2d(in_dim, num_classes, kernel_size=1)
+        if hasattr(self, "head"):  # a new classifier (Jittor has one device for all)
+            self._init_weights(conv)
+        return conv
 
     def _init_weights(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)):
@@ -722,49 +767,166 @@ class OverLoCK(nn.Module):
         use_cpu_depthwise(self)  # the merged kernels are new convolutions
         return self
 
-    def forward_pre_features(self, x: jt.Var) -> jt.Var:
-        x = self.patch_embed1(x)
-        for blk in self.blocks1:
-            x = blk(x)
-        x = self.patch_embed2(x)
-        for blk in self.blocks2:
-            x = blk(x)
-        return x
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch for ``use_checkpoint``: Jittor has no recomputation (refused loudly)."""
+        _no_checkpoint(enable)
+
+    def get_classifier(self) -> nn.Module:
+        """The main head's classifier (a 1x1 conv; Identity without classes)."""
+        return self.head[4]
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New classifiers for ``num_classes``, main and auxiliary (0: none; the heads then end
+        at the pooled features); ``global_pool``: "avg", or "" for no pooling (the heads give
+        maps); None keeps it."""
+        # (Jittor's Sequential has no item assignment; add_module replaces a layer in place.)
+        if global_pool is not None:
+            self.global_pool = check_global_pool(global_pool)
+            self.head.add_module("3", self._pool())
+            if hasattr(self, "aux_head"):
+                self.aux_head.add_module("1", self._pool())
+        self.num_classes = num_classes
+        self.head.add_module("4", self._classifier(self.head_hidden_size, num_classes))
+        if hasattr(self, "aux_head"):
+            self.aux_head.add_module("2", self._classifier(self.embed_dim[-1], num_classes))
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | Sequence[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop what the stage maps at ``indices`` do not need (as timm's models): the later
+        stages and, with ``prune_head`` or a stage before the last, both heads (``forward``
+        then returns the last kept map). ``prune_norm``: OverLoCK has no final norm, a no-op.
+        Returns the kept indices, counted from the first stage."""
+        taken, last = take_indices(len(self.feature_info), indices)
+        dropped = {  # stage -> the modules only it and later stages use
+            3: ("patch_embedx", "sub_blocks4"),
+            2: (
+                "patch_embed3",
+                "blocks3",
+                "patch_embed4",
+                "blocks4",
+                "high_level_proj",
+                "sub_blocks3",
+            ),
+            1: ("patch_embed2", "blocks2"),
+        }
+        for stage, names in dropped.items():
+            if last < stage:
+                for name in names:
+                    setattr(self, name, nn.Identity())
+        self.num_stages = min(self.num_stages, last + 1)
+        if prune_head or last < len(self.feature_info) - 1:
+            self.head = nn.Sequential(*(nn.Identity() for _ in range(5)))
+            if hasattr(self, "aux_head"):
+                del self.aux_head
+            self.num_classes, self.global_pool = 0, ""
+            self.num_features = self.head_hidden_size = self.feature_info[self.num_stages - 1][
+                "num_chs"
+            ]
+        return taken
 
     def forward_base_features(self, x: jt.Var) -> tuple[jt.Var, jt.Var]:
+        """Base-Net stage 3 and the Overview-Net: (stage-3 features, the coarse context)."""
         x = self.patch_embed3(x)
-        for blk in self.blocks3:
-            x = blk(x)
+        for block3 in self.blocks3:
+            x = block3(x)
         ctx = self.patch_embed4(x)
-        for blk in self.blocks4:
-            ctx = blk(ctx)
+        for block4 in self.blocks4:
+            ctx = block4(ctx)
         return (x, ctx)
 
-    def forward_sub_features(self, x: jt.Var, ctx: jt.Var) -> tuple[jt.Var, jt.Var]:
-        ctx_cls = ctx
+    def forward_sub_features(self, x: jt.Var, ctx: jt.Var) -> tuple[jt.Var, jt.Var, jt.Var]:
+        """Focus-Net sub-stage 3 guided by the context: (x, its context channels, the projected
+        context that sub-stage 4 reads)."""
         ctx_ori = self.high_level_proj(ctx)
         ctx_up = interpolate(ctx_ori, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
+        h_x = ctx_up
+        for blk in self.sub_blocks3:
+            x, h_next = blk(x, h_x, ctx_up)
+            assert h_next is not None  # only the very last block drops the context
+            h_x = h_next
+        return x, h_x, ctx_ori
 
-        for idx, blk in enumerate(self.sub_blocks3):
-            if idx == 0:
-                ctx = ctx_up
-            x, ctx = blk(x, ctx, ctx_up)
-
-        x, ctx = self.patch_embedx(x, ctx)
+    def forward_focus_features(self, x: jt.Var, h_x: jt.Var, ctx_ori: jt.Var) -> jt.Var:
+        """Focus-Net sub-stage 4: the final map (features and context, ``num_features``)."""
+        x, h_x = self.patch_embedx(x, h_x)
         for blk in self.sub_blocks4:
-            x, ctx = blk(x, ctx, ctx_ori)
-        return (x, ctx_cls)
+            x, h_next = blk(x, h_x, ctx_ori)
+            if h_next is not None:
+                h_x = h_next
+        return x
 
-    def forward_features(self, x: jt.Var) -> tuple[jt.Var, jt.Var]:
-        x = self.forward_pre_features(x)
-        x, ctx = self.forward_base_features(x)
-        return self.forward_sub_features(x, ctx)
+    def _forward_stages(self, x: jt.Var, last: int) -> tuple[list[jt.Var], jt.Var | None]:
+        """The outputs of stages 0..``last`` (strides 4, 8, 16, 32) and the Overview-Net
+        context, the aux head's input (None when stage 2 is not reached)."""
+        maps: list[jt.Var] = []
+        ctx: jt.Var | None = None
+        x = self.patch_embed1(x)
+        for block1 in self.blocks1:
+            x = block1(x)
+        maps.append(x)
+        if last >= 1:
+            x = self.patch_embed2(x)
+            for block2 in self.blocks2:
+                x = block2(x)
+            maps.append(x)
+        if last >= 2:
+            x, overview = self.forward_base_features(x)
+            x, h_x, ctx_ori = self.forward_sub_features(x, overview)
+            ctx = overview
+            maps.append(x)
+            if last >= 3:
+                maps.append(self.forward_focus_features(x, h_x, ctx_ori))
+        return maps, ctx
 
-    def execute(self, x: jt.Var) -> jt.Var | dict[str, jt.Var]:
-        x, ctx = self.forward_features(x)
-        x = self.head(x).flatten(1)
-        if hasattr(self, "aux_head") and self.is_training():
-            return dict(main=x, aux=self.aux_head(ctx).flatten(1))
+    def forward_features(self, x: jt.Var) -> jt.Var:
+        """The unpooled final map, (B, num_features, H/32, W/32)."""
+        return self._forward_stages(x, self.num_stages - 1)[0][-1]
+
+    def forward_intermediates(
+        self,
+        x: jt.Var,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[jt.Var] | tuple[jt.Var, list[jt.Var]]:
+        """timm's ``forward_intermediates``: the stage maps at ``indices`` (None: all four; an
+        int n: the last n; a sequence: those, negative ones from the end) and, unless
+        ``intermediates_only``, the final map (``forward_features``). ``stop_early``: run no
+        stage past the last one asked for (the final map is then that one). ``norm``: OverLoCK
+        has no norm before its head, so there is none to apply. Only ``output_fmt="NCHW"``."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        taken, last = take_indices(len(self.feature_info), indices)
+        if last >= self.num_stages:
+            raise ValueError(f"stage {last} was pruned (stages 0..{self.num_stages - 1} remain)")
+        maps, _ = self._forward_stages(x, last if stop_early else self.num_stages - 1)
+        intermediates = [maps[i] for i in taken]
+        if intermediates_only:
+            return intermediates
+        return maps[-1], intermediates
+
+    def forward_head(self, x: jt.Var, pre_logits: bool = False) -> jt.Var:
+        """The main head on the final map: 1x1 projection, BN, SiLU, pooling, classifier;
+        ``pre_logits``: stop before the classifier (``head_hidden_size`` features)."""
+        x = self.head[3](self.head[2](self.head[1](self.head[0](x))))
+        if not pre_logits:
+            x = self.head[4](x)
+        return x.flatten(1) if self.global_pool == "avg" else x
+
+    def execute(self, x: jt.Var) -> jt.Var | list[jt.Var] | dict[str, jt.Var]:
+        if self.features_only:
+            return self.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+        maps, ctx = self._forward_stages(x, self.num_stages - 1)
+        x = self.forward_head(maps[-1])
+        if hasattr(self, "aux_head") and self.is_training() and ctx is not None:
+            aux = self.aux_head(ctx)
+            return {"main": x, "aux": aux.flatten(1) if self.global_pool == "avg" else aux}
         return x
 
 

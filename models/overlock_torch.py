@@ -7,7 +7,8 @@ model so its checkpoints load with no missing or unexpected keys. The Jittor fil
 class by class; only framework differences should show in a diff.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: FX copies forward()'s annotations into the code of
+# its GraphModules, and TorchScript (timm's FX-then-script test) cannot resolve string ones.
 
 import functools
 from collections.abc import Sequence
@@ -15,25 +16,30 @@ from typing import Any
 
 import torch
 import torch.distributed
+import torch.fx
 import torch.nn.functional as F
 from timm.layers import DropPath
-from timm.models import register_model
+from timm.models import build_model_with_cfg, register_model
 from torch import nn
 from torch.nn import GELU, AdaptiveAvgPool2d, BatchNorm2d
 from torch.nn.functional import adaptive_avg_pool2d, interpolate
 from torch.utils.checkpoint import checkpoint
 
-from .na2d_torch import na2d_av
+from .na2d_torch import axis_neighbour_index, na2d_av, na2d_av_native
 from .overlock_common import (
     DEFAULT_CFGS,
     block_args,
+    check_global_pool,
+    default_cfg,
     dilated_branches,
     model_factories,
-    rpb_index,
+    rpb_index,  # noqa: F401  (each twin exposes it; tests compare it with the official index)
+    stage_feature_info,
+    take_indices,
     upsampled_size,
 )
 from .sync_batchnorm_torch import SyncBatchNorm, convert_sync_batchnorm
-from .variants import ALL_MODEL_NAMES
+from .variants import ALL_MODEL_NAMES, Variant
 
 __all__ = ["OverLoCK", *ALL_MODEL_NAMES]
 
@@ -185,7 +191,10 @@ class LayerNorm2d(nn.LayerNorm):
         super().__init__(normalized_shape=dim, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x.permute(0, 2, 3, 1))
+        # nn.LayerNorm's forward, spelt out: TorchScript has no super()
+        x = F.layer_norm(
+            x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps
+        )
         return x.permute(0, 3, 1, 2).contiguous()
 
 
@@ -257,10 +266,14 @@ class DilatedReparamBlock(nn.Module):
         if not hasattr(self, "origin_bn"):  # deploy (merged) form
             return self.lk_origin(x)
         out = self.origin_bn(self.lk_origin(x))
-        for k, r in zip(self.kernel_sizes, self.dilates, strict=True):
-            conv = getattr(self, f"dil_conv_k{k}_{r}")
-            bn = getattr(self, f"dil_bn_k{k}_{r}")
-            out = out + bn(conv(x))
+        # The branches in their table order: each dil_conv_* child is followed by its dil_bn_*.
+        # (Iterating the children, not getattr by built names, keeps this TorchScript-able.)
+        branch = x
+        for name, module in self.named_children():
+            if name.startswith("dil_conv_"):
+                branch = module(x)
+            elif name.startswith("dil_bn_"):
+                out = out + module(branch)
         return out
 
     @torch.no_grad()
@@ -321,7 +334,7 @@ class ResDWConv(nn.Conv2d):
         super().__init__(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + super().forward(x)
+        return x + self._conv_forward(x, self.weight, self.bias)  # nn.Conv2d's forward
 
 
 class RepConvBlock(nn.Module):
@@ -370,13 +383,77 @@ class RepConvBlock(nn.Module):
         x = self.dwconv(x)
         if self.res_scale:
             return self.ls(x) + self.proj(x)
-        drop_path = self.proj[-1]
-        return x + drop_path(self.ls(self.proj[:-1](x)))
+        branch = x
+        for i, layer in enumerate(self.proj):  # all but the DropPath (TorchScript calls no slice)
+            if i < len(self.proj) - 1:
+                branch = layer(branch)
+        return x + self.proj[-1](self.ls(branch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_checkpoint and x.requires_grad:
+        if self.use_checkpoint and x.requires_grad and not torch.jit.is_scripting():
             return checkpoint(self.forward_features, x, use_reentrant=False)
         return self.forward_features(x)
+
+
+# Shape-dependent steps of ContMix, as functions FX keeps whole (torch.fx.wrap: one graph node
+# each, run on the real tensors) since their choices read shapes; TorchScript compiles them and
+# torch.compile traces through them.
+
+
+@torch.fx.wrap
+def _fit_to_window(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """``x`` resized (bilinear) so that its short side is the ContMix window when it is shorter,
+    as the official model does; else ``x`` itself."""
+    height, width = x.shape[2], x.shape[3]
+    if min(height, width) >= kernel_size:
+        return x
+    size = upsampled_size(height, width, kernel_size)
+    return interpolate(x, size=[size[0], size[1]], mode="bilinear", align_corners=False)
+
+
+@torch.fx.wrap
+def _pool_to_size_of(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``x`` average-pooled back to the height and width of ``reference`` (undoing
+    :func:`_fit_to_window`); ``x`` itself when they already agree."""
+    if x.shape[2:] == reference.shape[2:]:
+        return x
+    return adaptive_avg_pool2d(x, reference.shape[2:])
+
+
+@torch.fx.wrap
+def _relative_position_index(
+    height: int, width: int, kernel_size: int, device: torch.device
+) -> torch.Tensor:
+    """:func:`models.overlock_common.rpb_index` as tensor arithmetic (a row of the bias table
+    is a neighbour's offset from its query plus K - 1), cached per shape in eager mode."""
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return _rpb_index_tensor(height, width, kernel_size, device)
+    return _cached_rpb_index_tensor(height, width, kernel_size, device)
+
+
+def _rpb_index_tensor(
+    height: int, width: int, kernel_size: int, device: torch.device
+) -> torch.Tensor:
+    size = 2 * kernel_size - 1
+    rows = axis_neighbour_index(height, kernel_size, 1, device)  # (H, K) neighbour positions
+    rows = rows - torch.arange(height, device=device)[:, None] + kernel_size - 1
+    cols = axis_neighbour_index(width, kernel_size, 1, device)
+    cols = cols - torch.arange(width, device=device)[:, None] + kernel_size - 1
+    idx = rows[:, None, :, None] * size + cols[None, :, None, :]  # (H, W, K, K)
+    return idx.reshape(height * width, kernel_size * kernel_size)
+
+
+_cached_rpb_index_tensor = functools.lru_cache(maxsize=64)(_rpb_index_tensor)
+
+
+@torch.fx.wrap
+def _na2d(attn: torch.Tensor, value: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """na2d_av with a square window (its argument checks read shapes); TorchScript compiles
+    the native op, which takes the checked arguments."""
+    if torch.jit.is_scripting():
+        return na2d_av_native(attn, value, (kernel_size, kernel_size), (1, 1))
+    else:
+        return na2d_av(attn, value, kernel_size=kernel_size)
 
 
 class DynamicConvBlock(nn.Module):
@@ -386,6 +463,10 @@ class DynamicConvBlock(nn.Module):
     regions of the top-down context; they are applied as neighbourhood attention (na2d_av) with
     a large (K) and a small (smk_size) window, plus relative position biases.
     """
+
+    # Fixed per block: TorchScript compiles only the branches a block takes (x_scale and h_scale
+    # exist only when not is_first).
+    __constants__ = ("is_first", "is_last", "res_scale")
 
     def __init__(
         self,
@@ -450,7 +531,9 @@ class DynamicConvBlock(nn.Module):
             nn.Conv2d(ctx_dim, dim // 2, kernel_size=1, bias=False),
             BatchNorm2d(dim // 2),
         )
-        self.weight_proj = nn.Conv2d(49, kernel_size**2 + smk_size**2, kernel_size=1)
+        self.weight_proj = nn.Conv2d(
+            49, kernel_size * kernel_size + smk_size * smk_size, kernel_size=1
+        )
         self.dyconv_proj = nn.Sequential(
             nn.Conv2d(dim, dim, kernel_size=1, bias=False),
             BatchNorm2d(dim),
@@ -515,9 +598,9 @@ class DynamicConvBlock(nn.Module):
         self, attn: torch.Tensor, rpb: torch.Tensor, height: int, width: int, kernel_size: int
     ) -> torch.Tensor:
         """Add each (query, neighbour) pair's relative position bias to attn (B,G,H,W,K*K)."""
-        idx = torch.from_numpy(rpb_index(height, width, kernel_size)).to(rpb.device)
+        idx = _relative_position_index(height, width, kernel_size, rpb.device)
         bias = rpb.flatten(1)[:, idx]  # (G, H*W, K*K)
-        return attn + bias.reshape(1, self.num_heads, height, width, kernel_size**2)
+        return attn + bias.reshape(1, self.num_heads, height, width, kernel_size * kernel_size)
 
     def _dynamic_kernels(
         self, x_f: torch.Tensor, C: int, C_h: int, H: int, W: int
@@ -534,7 +617,8 @@ class DynamicConvBlock(nn.Module):
         weight = self.weight_proj(weight.permute(0, 3, 1, 2))  # 1x1 conv over l: b l' g n
         weight = weight.permute(0, 2, 3, 1).reshape(B, G, H, W, -1)  # b g h w l'
 
-        attn1, attn2 = torch.split(weight, [self.smk_size**2, self.kernel_size**2], dim=-1)
+        split = [self.smk_size * self.smk_size, self.kernel_size * self.kernel_size]
+        attn1, attn2 = torch.split(weight, split, dim=-1)
         attn1 = self.apply_rpb(attn1, self.rpb1, H, W, self.smk_size)
         attn2 = self.apply_rpb(attn2, self.rpb2, H, W, self.kernel_size)
         attn1 = torch.softmax(attn1, dim=-1)
@@ -543,29 +627,22 @@ class DynamicConvBlock(nn.Module):
 
     def _contmix(self, x: torch.Tensor, x_f: torch.Tensor, C: int, C_h: int) -> torch.Tensor:
         """ContMix: the dynamic kernels from ``x_f`` applied to ``x`` (na2d_av, both windows)."""
-        input_resolution = tuple(x.shape[2:])
-        B, _, H, W = x.shape
+        inputs = x
         # Maps smaller than the window are upsampled to it, then pooled back after na2d.
-        is_pad = min(H, W) < self.kernel_size
-        if is_pad:
-            size = upsampled_size(H, W, self.kernel_size)
-            x = interpolate(x, size=size, mode="bilinear", align_corners=False)
-            x_f = interpolate(x_f, size=size, mode="bilinear", align_corners=False)
-            H, W = size
+        x = _fit_to_window(x, self.kernel_size)
+        x_f = _fit_to_window(x_f, self.kernel_size)
+        B, _, H, W = x.shape
 
         attn1, attn2 = self._dynamic_kernels(x_f, C, C_h, H, W)
         G = self.num_heads
         # b (m g c) h w -> m b g h w c: the first half of the channels uses the small window.
         value = x.reshape(B, 2, G, -1, H, W).permute(1, 0, 2, 4, 5, 3)
 
-        x1 = na2d_av(attn1, value[0], kernel_size=self.smk_size)
-        x2 = na2d_av(attn2, value[1], kernel_size=self.kernel_size)
+        x1 = _na2d(attn1, value[0], self.smk_size)
+        x2 = _na2d(attn2, value[1], self.kernel_size)
         x = torch.cat([x1, x2], dim=1)  # b 2g h w c
         x = x.permute(0, 1, 4, 2, 3).reshape(B, -1, H, W)  # b (2g c) h w
-
-        if is_pad:
-            x = adaptive_avg_pool2d(x, input_resolution)
-        return x
+        return _pool_to_size_of(x, inputs)
 
     def _forward_inner(
         self, x: torch.Tensor, h_x: torch.Tensor, h_r: torch.Tensor
@@ -610,7 +687,7 @@ class DynamicConvBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, h_x: torch.Tensor, h_r: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.use_checkpoint and x.requires_grad:
+        if self.use_checkpoint and x.requires_grad and not torch.jit.is_scripting():
             return checkpoint(self._forward_inner, x, h_x, h_r, use_reentrant=False)
         return self._forward_inner(x, h_x, h_r)
 
@@ -623,6 +700,14 @@ class OverLoCK(nn.Module):
     Training mode returns ``{'main': logits, 'aux': logits}`` (aux head on the Overview-Net),
     eval mode the main logits. ``sync_bn``: BatchNorm over the global batch of all processes;
     None (the official behaviour) turns it on when torch.distributed is initialised.
+
+    timm's model interface: ``num_features`` (the final map's channels), ``head_hidden_size``
+    (the pre-logits width), ``feature_info`` (the four stage outputs, strides 4-32),
+    ``forward_features`` / ``forward_head`` / ``forward_intermediates``, ``reset_classifier`` /
+    ``get_classifier``, ``prune_intermediate_layers`` and ``set_grad_checkpointing``;
+    ``global_pool``: "avg", or "" for unpooled heads. The factories build through timm's
+    ``build_model_with_cfg``, so ``features_only=True`` (with ``out_indices``) gives timm's
+    feature extractor of the stage maps.
     """
 
     def __init__(
@@ -648,10 +733,16 @@ class OverLoCK(nn.Module):
         num_classes: int = 1000,
         use_checkpoint: Sequence[int] = (0, 0, 0, 0),
         sync_bn: bool | None = None,
+        global_pool: str = "avg",
     ):
         super().__init__()
         self.num_classes = num_classes
-        self.num_features = self.embed_dim = embed_dim
+        self.global_pool = check_global_pool(global_pool)
+        self.embed_dim = embed_dim
+        self.num_features = embed_dim[-1] + embed_dim[-1] // 4  # Focus-Net output: x and context
+        self.head_hidden_size = projection
+        self.feature_info = stage_feature_info(depth, sub_depth, embed_dim)
+        self.num_stages = len(self.feature_info)  # the stages the model runs (fewer once pruned)
         self._build_embeddings(in_chans, embed_dim)
 
         rep_args, dyn_args = block_args(
@@ -686,22 +777,35 @@ class OverLoCK(nn.Module):
 
     def _build_heads(self, ctx_dim: int, projection: int, num_classes: int, use_ds: bool) -> None:
         """The main head on the Focus-Net output and, with ``use_ds``, the auxiliary head."""
-        fusion_dim = ctx_dim + ctx_dim // 4
         if use_ds:  # auxiliary (deep-supervision) head on the Overview-Net context
             self.aux_head = nn.Sequential(
                 BatchNorm2d(ctx_dim),
-                AdaptiveAvgPool2d(1),
-                nn.Conv2d(ctx_dim, num_classes, kernel_size=1)
-                if num_classes > 0
-                else nn.Identity(),
+                self._pool(),
+                self._classifier(ctx_dim, num_classes),
             )
         self.head = nn.Sequential(
-            nn.Conv2d(fusion_dim, projection, kernel_size=1, bias=False),
+            nn.Conv2d(self.num_features, projection, kernel_size=1, bias=False),
             BatchNorm2d(projection),
             nn.SiLU(),
-            AdaptiveAvgPool2d(1),
-            nn.Conv2d(projection, num_classes, kernel_size=1) if num_classes > 0 else nn.Identity(),
+            self._pool(),
+            self._classifier(projection, num_classes),
         )
+
+    def _pool(self) -> nn.Module:
+        """The heads' global pooling for ``self.global_pool``."""
+        return AdaptiveAvgPool2d(1) if self.global_pool == "avg" else nn.Identity()
+
+    def _classifier(self, in_dim: int, num_classes: int) -> nn.Module:
+        """A 1x1-conv classifier (as officially) initialised as the rest, or none for 0 classes."""
+        if num_classes <= 0:
+            return nn.Identity()
+        conv = nn.Conv2d(in_dim, num_classes, kernel_size=1)
+        if hasattr(self, "head"):  # a new classifier: on the model's device and dtype
+            self._init_weights(conv)
+            conv.to(
+                device=self.patch_embed1[0].weight.device, dtype=self.patch_embed1[0].weight.dtype
+            )
+        return conv
 
     def _init_weights(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d)):
@@ -712,59 +816,199 @@ class OverLoCK(nn.Module):
             nn.init.constant_(m.weight, 1.0)
             nn.init.constant_(m.bias, 0)
 
-    def reparam(self) -> OverLoCK:
+    def reparam(self) -> "OverLoCK":
         """Merge every DilatedReparamBlock into a single large kernel (the deploy form)."""
         for m in self.modules():
             if isinstance(m, DilatedReparamBlock):
                 m.merge_dilated_branches()
         return self
 
-    def forward_pre_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed1(x)
-        for blk in self.blocks1:
-            x = blk(x)
-        x = self.patch_embed2(x)
-        for blk in self.blocks2:
-            x = blk(x)
-        return x
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every block's activations in the backward pass (timm's switch for
+        ``use_checkpoint``; the outputs and gradients stay the same)."""
+        for blocks in (self.blocks1, self.blocks2, self.blocks3, self.blocks4):
+            for blk in blocks:
+                blk.use_checkpoint = enable
+        for blocks in (self.sub_blocks3, self.sub_blocks4):
+            for blk in blocks:
+                blk.use_checkpoint = enable
+
+    def get_classifier(self) -> nn.Module:
+        """The main head's classifier (a 1x1 conv; Identity without classes)."""
+        return self.head[4]
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New classifiers for ``num_classes``, main and auxiliary (0: none; the heads then end
+        at the pooled features); ``global_pool``: "avg", or "" for no pooling (the heads give
+        maps); None keeps it."""
+        if global_pool is not None:
+            self.global_pool = check_global_pool(global_pool)
+            self.head[3] = self._pool()
+            if hasattr(self, "aux_head"):
+                self.aux_head[1] = self._pool()
+        self.num_classes = num_classes
+        self.head[4] = self._classifier(self.head_hidden_size, num_classes)
+        if hasattr(self, "aux_head"):
+            self.aux_head[2] = self._classifier(self.embed_dim[-1], num_classes)
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | Sequence[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop what the stage maps at ``indices`` do not need (as timm's models): the later
+        stages and, with ``prune_head`` or a stage before the last, both heads (``forward``
+        then returns the last kept map). ``prune_norm``: OverLoCK has no final norm, a no-op.
+        Returns the kept indices, counted from the first stage."""
+        taken, last = take_indices(len(self.feature_info), indices)
+        dropped = {  # stage -> the modules only it and later stages use
+            3: ("patch_embedx", "sub_blocks4"),
+            2: (
+                "patch_embed3",
+                "blocks3",
+                "patch_embed4",
+                "blocks4",
+                "high_level_proj",
+                "sub_blocks3",
+            ),
+            1: ("patch_embed2", "blocks2"),
+        }
+        for stage, names in dropped.items():
+            if last < stage:
+                for name in names:
+                    setattr(self, name, nn.Identity())
+        self.num_stages = min(self.num_stages, last + 1)
+        if prune_head or last < len(self.feature_info) - 1:
+            self.head = nn.Sequential(*(nn.Identity() for _ in range(5)))
+            if hasattr(self, "aux_head"):
+                del self.aux_head
+            self.num_classes, self.global_pool = 0, ""
+            self.num_features = self.head_hidden_size = self.feature_info[self.num_stages - 1][
+                "num_chs"
+            ]
+        return taken
 
     def forward_base_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Base-Net stage 3 and the Overview-Net: (stage-3 features, the coarse context)."""
         x = self.patch_embed3(x)
-        for blk in self.blocks3:
-            x = blk(x)
+        for block3 in self.blocks3:  # a name per loop: TorchScript's module variables are typed
+            x = block3(x)
         ctx = self.patch_embed4(x)
-        for blk in self.blocks4:
-            ctx = blk(ctx)
+        for block4 in self.blocks4:
+            ctx = block4(ctx)
         return (x, ctx)
 
     def forward_sub_features(
         self, x: torch.Tensor, ctx: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx_cls = ctx
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Focus-Net sub-stage 3 guided by the context: (x, its context channels, the projected
+        context that sub-stage 4 reads)."""
         ctx_ori = self.high_level_proj(ctx)
-        ctx_up = interpolate(ctx_ori, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
+        ctx_up = interpolate(ctx_ori, size=x.shape[2:], mode="bilinear", align_corners=False)
+        h_x = ctx_up
+        for blk in self.sub_blocks3:
+            x, h_next = blk(x, h_x, ctx_up)
+            assert h_next is not None  # only the very last block drops the context
+            h_x = h_next
+        return x, h_x, ctx_ori
 
-        for idx, blk in enumerate(self.sub_blocks3):
-            if idx == 0:
-                ctx = ctx_up
-            x, ctx = blk(x, ctx, ctx_up)
-
-        x, ctx = self.patch_embedx(x, ctx)
+    def forward_focus_features(
+        self, x: torch.Tensor, h_x: torch.Tensor, ctx_ori: torch.Tensor
+    ) -> torch.Tensor:
+        """Focus-Net sub-stage 4: the final map (features and context, ``num_features``)."""
+        x, h_x = self.patch_embedx(x, h_x)
         for blk in self.sub_blocks4:
-            x, ctx = blk(x, ctx, ctx_ori)
-        return (x, ctx_cls)
+            x, h_next = blk(x, h_x, ctx_ori)
+            if h_next is not None:
+                h_x = h_next
+        return x
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.forward_pre_features(x)
-        x, ctx = self.forward_base_features(x)
-        return self.forward_sub_features(x, ctx)
+    def _forward_stages(
+        self, x: torch.Tensor, last: int
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The outputs of stages 0..``last`` (strides 4, 8, 16, 32) and the Overview-Net
+        context, the aux head's input (None when stage 2 is not reached)."""
+        maps: list[torch.Tensor] = []
+        ctx: torch.Tensor | None = None
+        x = self.patch_embed1(x)
+        for block1 in self.blocks1:
+            x = block1(x)
+        maps.append(x)
+        if last >= 1:
+            x = self.patch_embed2(x)
+            for block2 in self.blocks2:
+                x = block2(x)
+            maps.append(x)
+        if last >= 2:
+            x, overview = self.forward_base_features(x)
+            x, h_x, ctx_ori = self.forward_sub_features(x, overview)
+            ctx = overview
+            maps.append(x)
+            if last >= 3:
+                maps.append(self.forward_focus_features(x, h_x, ctx_ori))
+        return maps, ctx
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The unpooled final map, (B, num_features, H/32, W/32)."""
+        return self._forward_stages(x, self.num_stages - 1)[0][-1]
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates``: the stage maps at ``indices`` (None: all four; an
+        int n: the last n; a sequence: those, negative ones from the end) and, unless
+        ``intermediates_only``, the final map (``forward_features``). ``stop_early``: run no
+        stage past the last one asked for (the final map is then that one). ``norm``: OverLoCK
+        has no norm before its head, so there is none to apply. Only ``output_fmt="NCHW"``."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        taken, last = take_indices(len(self.feature_info), indices)
+        if last >= self.num_stages:
+            raise ValueError(f"stage {last} was pruned (stages 0..{self.num_stages - 1} remain)")
+        maps, _ = self._forward_stages(x, last if stop_early else self.num_stages - 1)
+        intermediates = [maps[i] for i in taken]
+        if intermediates_only:
+            return intermediates
+        return maps[-1], intermediates
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The main head on the final map: 1x1 projection, BN, SiLU, pooling, classifier;
+        ``pre_logits``: stop before the classifier (``head_hidden_size`` features)."""
+        x = self.head[3](self.head[2](self.head[1](self.head[0](x))))
+        if not pre_logits:
+            x = self.head[4](x)
+        return x.flatten(1) if self.global_pool == "avg" else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        x, ctx = self.forward_features(x)
-        x = self.head(x).flatten(1)
-        if hasattr(self, "aux_head") and self.training:
-            return dict(main=x, aux=self.aux_head(ctx).flatten(1))
+        maps, ctx = self._forward_stages(x, self.num_stages - 1)
+        x = self.forward_head(maps[-1])
+        if hasattr(self, "aux_head") and self.training and ctx is not None:
+            aux = self.aux_head(ctx)
+            return {"main": x, "aux": aux.flatten(1) if self.global_pool == "avg" else aux}
         return x
+
+
+def _build_with_timm(
+    model_class: type[OverLoCK], model_name: str, variant: Variant, **kwargs: Any
+) -> nn.Module:
+    """timm's builder: its config handling and, for ``features_only=True`` (``out_indices``,
+    default all four stages), the feature extractor over ``forward_intermediates``."""
+    if kwargs.get("pretrained_cfg") is None:  # also models not registered in timm
+        kwargs["pretrained_cfg"] = default_cfg(variant)
+    return build_model_with_cfg(
+        model_class,
+        model_name,
+        False,
+        feature_cfg={"out_indices": (0, 1, 2, 3), "feature_cls": "getter"},
+        **{**variant.model_args(), **kwargs},
+    )
 
 
 # timm's register_model reads each model's config from the module's ``default_cfgs``.
@@ -772,4 +1016,4 @@ default_cfgs = DEFAULT_CFGS
 # overlock_<name>(pretrained=False, num_classes=1000, **kwargs) and overlock_<name>_reparam(...)
 # for every variant of models/variants.py; the _reparam forms (every DilatedReparamBlock one
 # large kernel with bias) load checkpoints saved after ``model.reparam()``.
-globals().update(model_factories(OverLoCK, __name__, register_model))
+globals().update(model_factories(OverLoCK, __name__, register_model, build=_build_with_timm))

@@ -283,6 +283,11 @@ def test_rpb_index_matches_official() -> None:
         for module in (T, J):
             got = module.rpb_index(c["height"], c["width"], c["kernel_size"])
             np.testing.assert_array_equal(got, want)
+        # What the PyTorch twin runs: the same index by tensor arithmetic (traceable).
+        got = T._relative_position_index(
+            c["height"], c["width"], c["kernel_size"], torch.device("cpu")
+        )
+        np.testing.assert_array_equal(got.numpy(), want)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,6 +379,89 @@ def test_parity_xt_224() -> None:
 def test_parity_large(variant: str) -> None:
     """The same full checks as xxt for the larger variants."""
     _check(variant, 64, _parity(variant, 64, grads=True, reparam=True, reparam_grads=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# stage maps (timm's forward_intermediates / features_only) in both frameworks
+# ---------------------------------------------------------------------------------------------
+
+
+def _twins_with_one_set_of_weights(variant: str, size: int, seed: int):
+    torch.manual_seed(seed)
+    tmodel = getattr(T, variant)(num_classes=NUM_CLASSES)
+    jmodel = getattr(J, variant)(num_classes=NUM_CLASSES)
+    _randomise(tmodel, seed, size)
+    _to_jittor(jmodel, tmodel)
+    x = np.random.default_rng(seed).standard_normal((2, 3, size, size)).astype(np.float32)
+    return tmodel, jmodel, x
+
+
+# 64: stage-3/4 maps smaller than the ContMix windows (upsample-then-pool); 224: the plain path.
+@pytest.mark.parametrize(("variant", "size"), [("overlock_xxt", 64), ("overlock_xxt", 224)])
+def test_stage_maps_match_between_frameworks(variant: str, size: int) -> None:
+    """Same weights, the same four stage maps and final map, in eval and in train mode."""
+    tmodel, jmodel, x = _twins_with_one_set_of_weights(variant, size, seed=2)
+    assert tmodel.feature_info == jmodel.feature_info
+    assert (tmodel.num_features, tmodel.head_hidden_size) == (
+        jmodel.num_features,
+        jmodel.head_hidden_size,
+    )
+    for train in (False, True):
+        tmodel.train(train)
+        if train:  # Jittor's train() takes no mode
+            jmodel.train()
+        else:
+            jmodel.eval()
+        with torch.no_grad():
+            final_t, maps_t = tmodel.forward_intermediates(torch.from_numpy(x))
+        final_j, maps_j = jmodel.forward_intermediates(jt.array(x))
+        for info, map_t, map_j in zip(tmodel.feature_info, maps_t, maps_j, strict=True):
+            assert map_t.shape[1] == info["num_chs"] and map_t.shape[2] == size // info["reduction"]
+            error = _max_abs(map_j.numpy(), map_t.numpy())
+            assert error <= LOGIT_ATOL, (train, info["module"], error)
+        assert _max_abs(final_j.numpy(), final_t.numpy()) <= LOGIT_ATOL
+        picked = jmodel.forward_intermediates(jt.array(x), indices=[-3, 3], intermediates_only=True)
+        assert _max_abs(picked[0].numpy(), maps_t[1].numpy()) <= LOGIT_ATOL
+        assert _max_abs(picked[1].numpy(), maps_t[3].numpy()) <= LOGIT_ATOL
+
+
+@pytest.mark.parametrize("out_indices", [(0, 1, 2, 3), (1, 3)])
+def test_features_only_matches_between_frameworks(out_indices) -> None:
+    """timm's features_only model and the Jittor factory's, given the same weights."""
+    full, _, x = _twins_with_one_set_of_weights("overlock_xxt", 64, seed=3)
+    tfeat = timm.create_model("overlock_xxt", features_only=True, out_indices=out_indices).eval()
+    jfeat = J.overlock_xxt(features_only=True, out_indices=out_indices)
+    jfeat.eval()
+    assert jfeat.out_indices == list(out_indices)
+    kept = set(tfeat.model.state_dict())
+    assert set(jfeat.state_dict()) == kept and not any(k.startswith("head.") for k in kept)
+    state = {k: v for k, v in full.state_dict().items() if k in kept}
+    tfeat.model.load_state_dict(state)
+    _to_jittor(jfeat, tfeat.model)
+    with torch.no_grad():
+        maps_t = tfeat(torch.from_numpy(x))
+    maps_j = jfeat(jt.array(x))
+    assert [m.shape[1] for m in maps_j] == tfeat.feature_info.channels()
+    for map_t, map_j in zip(maps_t, maps_j, strict=True):
+        assert _max_abs(map_j.numpy(), map_t.numpy()) <= LOGIT_ATOL
+
+
+def test_jittor_heads_follow_timms_interface() -> None:
+    model = J.overlock_xxt(num_classes=NUM_CLASSES)
+    model.eval()
+    x = jt.array(np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32))
+    features = model.forward_features(x)
+    assert features.shape == (2, model.num_features, 2, 2)
+    assert model.forward_head(features, pre_logits=True).shape == (2, model.head_hidden_size)
+    assert model.get_classifier() is model.head[4]
+    model.reset_classifier(0, "")
+    assert model(x).shape == (2, model.head_hidden_size, 2, 2)
+    model.reset_classifier(11, "avg")
+    assert model(x).shape == (2, 11)
+    model.train()
+    assert model(x)["aux"].shape == (2, 11)
+    with pytest.raises(NotImplementedError, match="recomputation"):
+        model.set_grad_checkpointing()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -180,6 +180,30 @@ def test_minimum_map_window_is_whole_subsequence(kernel_size, dilation, native):
     np.testing.assert_allclose(out_j.numpy(), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel_size", [3, 5, 7, 13])
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+def test_torch_index_arithmetic_is_the_numpy_table(kernel_size, dilation):
+    """The PyTorch op computes its table with tensor operations (traceable); same entries."""
+    for height in range(kernel_size * dilation, kernel_size * dilation + 5):
+        width = height + 3
+        ks, dil = (kernel_size, kernel_size), (dilation, dilation)
+        got = na2d_torch.neighbour_index(height, width, ks, dil, torch.device("cpu"))
+        assert got.dtype == torch.int64
+        np.testing.assert_array_equal(got.numpy(), neighbour_table(height, width, ks, dil))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_torchscript_native_op_matches_eager(native):
+    """TorchScript compiles the native op (its own copy of the dense-or-gather choice)."""
+    scripted = torch.jit.script(na2d_torch.na2d_av_native)
+    rng = np.random.default_rng(3)
+    for size, k in [(9, 5), (20, 5), (21, 5), (9, 9)]:  # both sides of DENSE_MAX_RATIO
+        attn = torch.tensor(rng.standard_normal((2, 3, size, size, k * k)), dtype=torch.float32)
+        value = torch.tensor(rng.standard_normal((2, 3, size, size, 4)), dtype=torch.float32)
+        want = na2d_torch.na2d_av(attn, value, k)
+        assert torch.equal(scripted(attn, value, (k, k), (1, 1)), want), size
+
+
 # --------------------------------------------------------------------------------------------
 # Forward and gradients against the oracle
 
