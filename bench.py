@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from core.files import atomic_write_bytes
+from core.cli import ArgumentParser, HelpFormatter, main_guard
+from core.errors import UsageError
+from core.files import atomic_write_bytes, check_writable_folder
 from models.variants import NAMES
 
 REPO = Path(__file__).resolve().parent
@@ -48,10 +50,6 @@ METRICS = {
     "peak_mem_mib": ("peak memory", "MiB", True),
     "first_step_s": ("first step (Jittor: kernel compilation)", "s", True),
 }
-
-
-class BenchError(ValueError):
-    """Bad arguments: one line, exit 2."""
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -258,9 +256,7 @@ def _num(value: float | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default="xxt", choices=NAMES)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--img-size", type=int, default=64)
@@ -280,25 +276,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return main_guard(lambda: _bench(argv))
+
+
+def _bench(argv: list[str] | None) -> None:
+    """Check the arguments and the output folder, then run the rounds and write the results
+    (bad arguments: one line, exit 2; a write error names the file, exit 1)."""
     args = build_parser().parse_args(argv)
     if args.worker:
         print(json.dumps(run_worker(args)), flush=True)
-        return 0
-    try:
-        for flag in ("batch_size", "rounds", "steps"):
-            if getattr(args, flag) < 1:
-                raise BenchError(f"--{flag.replace('_', '-')} must be at least 1")
-        if args.img_size < 32 or args.img_size % 32:
-            raise BenchError("--img-size must be a multiple of 32 (OverLoCK downsamples by 32)")
-        if args.warmup < 0:
-            raise BenchError("--warmup must be >= 0")
-        args.out.mkdir(parents=True, exist_ok=True)
-    except (BenchError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return
+    for flag in ("batch_size", "rounds", "steps"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.img_size < 32 or args.img_size % 32:
+        raise UsageError("--img-size must be a multiple of 32 (OverLoCK downsamples by 32)")
+    if args.warmup < 0:
+        raise UsageError("--warmup must be >= 0")
+    check_writable_folder(args.out, f"--out {args.out}")
     rows, shapes = _run_rounds(args)
     _report(args, rows, shapes)
-    return 0
 
 
 def _run_rounds(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Any]:

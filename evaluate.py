@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import sys
 
-from analysis.evaluate import run_evaluation
-from backends.jittor_backend import JittorBackend
 from core.cli import main_guard
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_guard(lambda: run_evaluation(argv, __doc__, JittorBackend))
+    def run() -> None:
+        # Imported here, inside the guard: Ctrl-C during the framework's import is one line.
+        from analysis.evaluate import run_evaluation
+        from backends.jittor_backend import JittorBackend
+
+        run_evaluation(argv, __doc__, JittorBackend)
+
+    return main_guard(run)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import sys
 
-from analysis.plotting import run_cli
 from core.cli import main_guard
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_guard(lambda: run_cli(argv, "jittor", "torch", __doc__))
+    def run() -> None:
+        # Imported here, inside the guard: Ctrl-C during the framework's import is one line.
+        from analysis.plotting import run_cli
+
+        run_cli(argv, "jittor", "torch", __doc__)
+
+    return main_guard(run)
 
 
 if __name__ == "__main__":

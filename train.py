@@ -14,14 +14,31 @@ by the optimizer; NCCL on GPUs); rank 0 prints and writes.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from backends.jittor_backend import JittorBackend
 from core.cli import main_guard
-from engine.loop import run_cli
+from engine.signals import stopping_while_starting
+
+if TYPE_CHECKING:
+    from backends.base import Backend
+
+
+def _backend() -> type[Backend]:
+    from backends.jittor_backend import JittorBackend
+
+    return JittorBackend
+
+
+def _train(argv: list[str] | None) -> None:
+    # Stop signals answer in one line from the first moment, the framework's import included.
+    with stopping_while_starting():
+        from engine.loop import run_cli
+
+        run_cli(argv, __doc__, "jittor", _backend)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_guard(lambda: run_cli(argv, __doc__, JittorBackend))
+    return main_guard(lambda: _train(argv))
 
 
 if __name__ == "__main__":

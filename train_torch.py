@@ -14,14 +14,31 @@ DistributedDataParallel (NCCL on GPUs, gloo on CPU); rank 0 prints and writes.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from backends.torch_backend import TorchBackend
 from core.cli import main_guard
-from engine.loop import run_cli
+from engine.signals import stopping_while_starting
+
+if TYPE_CHECKING:
+    from backends.base import Backend
+
+
+def _backend() -> type[Backend]:
+    from backends.torch_backend import TorchBackend
+
+    return TorchBackend
+
+
+def _train(argv: list[str] | None) -> None:
+    # Stop signals answer in one line from the first moment, the framework's import included.
+    with stopping_while_starting():
+        from engine.loop import run_cli
+
+        run_cli(argv, __doc__, "torch", _backend)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_guard(lambda: run_cli(argv, __doc__, TorchBackend))
+    return main_guard(lambda: _train(argv))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ ClassChoice = Callable[[np.ndarray], np.ndarray]  # logits (N x K) -> the class 
 
 # The module whose last block ends each stage, as named in both OverLoCK twins: stages 1-2 are
 # the Base-Net, 3-4 the Focus-Net (whose blocks return (x, context); x is the stage output).
+# The backends read these four maps from the models' ``forward_intermediates`` (timm's API).
 STAGE_MODULES = ("blocks1", "blocks2", "sub_blocks3", "sub_blocks4")
 
 
@@ -79,12 +80,15 @@ class Backend(ABC):
         aux_weight: float = 0.4,
         clip_grad: float = 0.0,
         amp: bool = False,
+        compile_model: bool = False,
     ) -> None:
         """Pick ``device``: "auto" (CUDA when available), "cpu" or "cuda" (a one-line error when
         the machine has none). ``lr``, ``weight_decay``, ``aux_weight``: the AdamW step and the
         loss of ``train_step``; ``clip_grad``: clip the gradients' total 2-norm to it (0: off);
-        ``amp``: mixed precision. Data parallelism is set up here, from the launcher's
-        environment. Evaluation and figures pass ``device`` only.
+        ``amp``: mixed precision; ``compile_model``: run the built model through the
+        framework's graph compiler where it has one (``compile_times`` then reports it). Data
+        parallelism is set up here, from the launcher's environment. Evaluation and figures
+        pass ``device`` only.
         """
 
     # --- a model with given weights: evaluation and figures ---------------------------------
@@ -189,6 +193,16 @@ class Backend(ABC):
     def eval_logits(self, images: np.ndarray, ema: bool = False) -> np.ndarray:
         """Main-head logits (float32 N x classes) in evaluation mode, without gradients, of the
         built or loaded model (of the EMA model if ``ema``)."""
+
+    def start_notes(self) -> list[str]:
+        """Lines for the start of a run about this framework or launcher (rank 0 prints them)."""
+        return []
+
+    def compile_times(self) -> dict[str, Any]:
+        """With ``compile_model``: {"compiler": its name, "train_step_s": the first training
+        step's seconds, "eval_s": the first evaluation's}, compilation included, once both ran;
+        {} otherwise."""
+        return {}
 
     # --- collectives: identities in one process ------------------------------------------
     def all_reduce_sum(self, values: Sequence[float]) -> np.ndarray:

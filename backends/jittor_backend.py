@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from backends.base import (
-    STAGE_MODULES,
     Backend,
     ClassChoice,
     StateDict,
@@ -26,6 +25,8 @@ from backends.base import (
 from core.errors import UsageError
 from models.weights import canonical_state
 
+# Seconds a stop signal needs under mpirun to end the step and save (see ``start_notes``).
+MPI_STOP_GRACE_S = 60
 StageForward = Callable[[Any], Sequence[Any]]  # jt.Var -> stage maps
 CamForward = Callable[[Any], tuple[Any, Sequence[Any]]]  # jt.Var -> (logits, stage maps)
 
@@ -54,26 +55,12 @@ def load_model(state: StateDict, model_name: str, num_classes: int, reparam: boo
 
 
 def forward_stages(model: Any, x: Any) -> tuple[Any, list[Any]]:
-    """Logits and the four stage outputs, caught by forward hooks on each stage's last block
-    (so the model's own forward runs unchanged). Focus-Net blocks return (x, ctx): x is kept.
+    """Logits and the four stage outputs (the last block of each ``STAGE_MODULES`` entry) in one
+    pass: timm's ``forward_intermediates``, then the head on its final map, which is what the
+    model's own eval-mode forward computes.
     """
-    caught: dict[str, Any] = {}
-
-    def keep(name: str) -> Callable[..., None]:
-        def hook(module: Any, inputs: Any, output: Any) -> None:
-            caught[name] = output[0] if isinstance(output, tuple) else output
-
-        return hook
-
-    blocks = [getattr(model, n)[-1] for n in STAGE_MODULES]
-    for name, block in zip(STAGE_MODULES, blocks, strict=True):
-        block.register_forward_hook(keep(name))
-    try:
-        logits = model(x)
-    finally:
-        for block in blocks:
-            block.remove_forward_hook()
-    return logits, [caught[n] for n in STAGE_MODULES]
+    final, maps = model.forward_intermediates(x)
+    return model.forward_head(final), list(maps)
 
 
 def stage_input_grads(
@@ -141,6 +128,7 @@ class JittorBackend(Backend):
         aux_weight: float = 0.4,
         clip_grad: float = 0.0,
         amp: bool = False,
+        compile_model: bool = False,  # Jittor always compiles and fuses its kernels: nothing to add
     ) -> None:
         if amp:
             raise UsageError(
@@ -158,6 +146,19 @@ class JittorBackend(Backend):
         if self.distributed:
             self.rank, self.world_size = jt.rank, jt.world_size
 
+    def start_notes(self) -> list[str]:
+        # mpirun passes a Ctrl-C or SIGTERM on as SIGTERM, then kills the processes after
+        # odls_base_sigkill_timeout seconds (1 by default): too soon to finish a step and save.
+        grace = os.environ.get("OMPI_MCA_odls_base_sigkill_timeout", "1")
+        if not self.distributed or (grace.isdigit() and int(grace) >= MPI_STOP_GRACE_S):
+            return []
+        return [
+            f"note: mpirun kills the processes {grace} s after passing a Ctrl-C or SIGTERM on, "
+            "too soon to save: launch with 'mpirun --mca odls_base_sigkill_timeout "
+            f"{MPI_STOP_GRACE_S} ...' (or export OMPI_MCA_odls_base_sigkill_timeout="
+            f"{MPI_STOP_GRACE_S}) for a saved stop; SIGUSR1/SIGUSR2 are passed on without a kill"
+        ]
+
     # --- a model with given weights: evaluation and figures ---------------------------------
     def load(
         self, state: StateDict, model_name: str, num_classes: int, reparam: bool = False
@@ -167,7 +168,10 @@ class JittorBackend(Backend):
     def stage_input_grads(
         self, images: np.ndarray
     ) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
-        return stage_input_grads(lambda x: forward_stages(self.model, x)[1], images)
+        def forward(x: Any) -> Sequence[Any]:
+            return self.model.forward_intermediates(x, intermediates_only=True)
+
+        return stage_input_grads(forward, images)
 
     def activations_and_grads(
         self, images: np.ndarray, choose: ClassChoice

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from backends.base import (
-    STAGE_MODULES,
     Backend,
     ClassChoice,
     StateDict,
@@ -57,24 +57,12 @@ def load_model(
 
 
 def forward_stages(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Logits and the four stage outputs, caught by forward hooks on each stage's last block
-    (so the model's own forward runs unchanged). Focus-Net blocks return (x, ctx): x is kept.
+    """Logits and the four stage outputs (the last block of each ``STAGE_MODULES`` entry) in one
+    pass: timm's ``forward_intermediates``, then the head on its final map, which is what the
+    model's own eval-mode forward computes.
     """
-    caught: dict[str, torch.Tensor] = {}
-
-    def keep(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            caught[name] = output[0] if isinstance(output, tuple) else output
-
-        return hook
-
-    handles = [getattr(model, n)[-1].register_forward_hook(keep(n)) for n in STAGE_MODULES]
-    try:
-        logits = model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return logits, [caught[n] for n in STAGE_MODULES]
+    final, maps = model.forward_intermediates(x)
+    return model.forward_head(final), list(maps)
 
 
 def stage_input_grads(
@@ -142,8 +130,11 @@ class TorchBackend(Backend):
         aux_weight: float = 0.4,
         clip_grad: float = 0.0,
         amp: bool = False,
+        compile_model: bool = False,
     ) -> None:
         self.torch_device = pick_device(device)
+        self.compile_model = compile_model
+        self._first_call_s: dict[str, float] = {}
         self.lr, self.weight_decay, self.aux_weight = lr, weight_decay, aux_weight
         self.clip_grad, self.amp = clip_grad, amp
         on_cuda = self.torch_device.type == "cuda"
@@ -165,11 +156,14 @@ class TorchBackend(Backend):
         self, state: StateDict, model_name: str, num_classes: int, reparam: bool = False
     ) -> None:
         self.model = load_model(state, model_name, num_classes, self.torch_device, reparam)
+        self.evaluated = self.model
 
     def stage_input_grads(
         self, images: np.ndarray
     ) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
-        forward = lambda x: forward_stages(self.model, x)[1]  # noqa: E731
+        def forward(x: Any) -> Sequence[Any]:
+            return self.model.forward_intermediates(x, intermediates_only=True)
+
         return stage_input_grads(forward, images, self.torch_device)
 
     def activations_and_grads(
@@ -212,6 +206,13 @@ class TorchBackend(Backend):
                 device_ids=[self.torch_device.index] if on_cuda else None,
                 forward_sync_buffers=False,
             )
+        self.evaluated: nn.Module = self.model
+        if self.compile_model:
+            # One compiled wrapper per calling module: the plain model (evaluation) and, under
+            # torchrun, the DDP wrapper around it (training; DDP's optimiser splits the graph at
+            # its gradient buckets). The weights stay those of self.model, as do the state keys.
+            self.evaluated = torch.compile(self.model)
+            self.trained = torch.compile(self.trained) if self.distributed else self.evaluated
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(
             param_groups(self.params, decay_1d),
@@ -276,8 +277,29 @@ class TorchBackend(Backend):
                 "exp_avg_sq": moment(name, "exp_avg_sq"),
             }
 
+    def compile_times(self) -> dict[str, Any]:
+        if not self.compile_model or len(self._first_call_s) < 2:
+            return {}
+        return {"compiler": "torch.compile", **self._first_call_s}
+
+    def _first_call_timed(self, key: str, call: Callable[[], Any]) -> Any:
+        """``call()``; with --compile the first one's time (compiling included) is kept."""
+        if not self.compile_model or key in self._first_call_s:
+            return call()
+        t0 = time.perf_counter()
+        result = call()  # its result is on the host: the device's work is done
+        self._first_call_s[key] = time.perf_counter() - t0
+        return result
+
     def train_step(
         self, images: np.ndarray, labels: np.ndarray, loss_scale: float = 1.0
+    ) -> tuple[float, float, float]:
+        return self._first_call_timed(
+            "train_step_s", lambda: self._train_step(images, labels, loss_scale)
+        )
+
+    def _train_step(
+        self, images: np.ndarray, labels: np.ndarray, loss_scale: float
     ) -> tuple[float, float, float]:
         self.model.train()
         x = torch.from_numpy(images).to(self.torch_device, non_blocking=True)
@@ -314,8 +336,12 @@ class TorchBackend(Backend):
                 e.copy_(d * e + (1.0 - d) * model_state[name])
 
     def eval_logits(self, images: np.ndarray, ema: bool = False) -> np.ndarray:
-        model = self.ema if ema else self.model
-        assert model is not None, "no EMA: build with ema_decay > 0"
+        if ema:  # the EMA copy runs eagerly: it only evaluates, once per epoch
+            assert self.ema is not None, "no EMA: build with ema_decay > 0"
+            return self._logits(self.ema, images)
+        return self._first_call_timed("eval_s", lambda: self._logits(self.evaluated, images))
+
+    def _logits(self, model: nn.Module, images: np.ndarray) -> np.ndarray:
         model.eval()
         with torch.inference_mode():
             return model(torch.from_numpy(images).to(self.torch_device)).float().cpu().numpy()

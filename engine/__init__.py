@@ -5,7 +5,9 @@ framework only through ``backends.base.Backend``.
 - ``options``: the options the protocol or the recipe fills in, the learning rate per epoch;
   ``recipe``: the official ImageNet-1k recipe and numpy references of the training step.
 - ``logs``: log.csv, steps.csv and config.json; ``metrics``: validation metrics in numpy.
-- ``state``: the position in a run, stop signals, the checkpoint's contents, init and resume.
+- ``signals``: the stop signals and what they do while a run starts and while it trains;
+  ``settings``: the settings --resume compares with the saved run's.
+- ``state``: the position in a run, the checkpoint's contents, init and resume.
 - ``epoch``: one epoch's training steps and validation; ``loop``: the whole run (``run_cli``,
   ``run_training``).
 

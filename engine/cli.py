@@ -7,15 +7,27 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.cli import ArgumentParser
 from core.errors import UsageError
+from core.files import check_writable_folder
 from engine.logs import LATEST
 from engine.options import augment_of, resolve_options
 from models.variants import NAMES
+
+STOPPING = (
+    "Stopping: Ctrl-C (SIGINT), SIGTERM (kill, a job scheduler's time limit or pre-emption, "
+    "torchrun/mpirun passing a stop on), SIGHUP (the terminal closed), SIGUSR1 and SIGUSR2 "
+    "(schedulers' pre-emption warnings, e.g. Slurm's --signal) end the run after the current "
+    "step with a checkpoint that --resume continues bit for bit; a stop during the last step "
+    "lets the run finish and save first. Ctrl-C again aborts without saving. Exit status: 0 "
+    "done, 1 this machine (disk, device, library), 2 bad input, 3 the loss diverged, 128 + the "
+    "signal when stopped by one (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 138 SIGUSR1, 140 "
+    "SIGUSR2)."
+)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -24,8 +36,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
-class _TrainingParser(argparse.ArgumentParser):
-    """Parses, then fills the options left to the protocol or the recipe (engine.options)."""
+class _TrainingParser(ArgumentParser):
+    """Parses (a bad flag: one line), then fills the options left to the protocol or the recipe
+    (engine.options)."""
 
     def __init__(self, framework: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -39,7 +52,9 @@ class _TrainingParser(argparse.ArgumentParser):
 
 def build_parser(framework: str, description: str) -> argparse.ArgumentParser:
     """The command line both training scripts share (defaults: the TinyImageNet-20 protocol)."""
-    parser = _TrainingParser(framework, description=description, formatter_class=_HelpFormatter)
+    parser = _TrainingParser(
+        framework, description=description, epilog=STOPPING, formatter_class=_HelpFormatter
+    )
     _add_data_arguments(parser.add_argument_group("data"))
     _add_model_arguments(parser.add_argument_group("model and optimisation"))
     _add_run_arguments(parser.add_argument_group("run"), framework)
@@ -106,10 +121,15 @@ def _add_run_arguments(run: argparse._ArgumentGroup, framework: str) -> None:
     run.add_argument(
         "--out", type=Path, default=Path("logs") / framework, help="log.csv and checkpoints"
     )
-    run.add_argument(
-        "--resume", action="store_true", help=f"continue from OUT/{LATEST} (same batch order)"
-    )
+    _add_resume_arguments(run)
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument(
+        "--compile",
+        action="store_true",
+        help="PyTorch: train and evaluate the model through torch.compile (default "
+        "arguments); the first step's and evaluation's times, which include compiling, are "
+        "printed apart after epoch 1. Jittor always compiles its kernels: a no-op there",
+    )
     run.add_argument(
         "--sync-bn",
         action="store_true",
@@ -127,6 +147,22 @@ def _add_run_arguments(run: argparse._ArgumentGroup, framework: str) -> None:
         action=argparse.BooleanOptionalAction,
         help="keep the decoded images in RAM (default: when they fit in 2 GiB and no random "
         "crops are asked for)",
+    )
+
+
+def _add_resume_arguments(run: argparse._ArgumentGroup) -> None:
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue from OUT/{LATEST} (same batch order); the settings that change the "
+        "run (data, caps, image size, batch size, seed, the optimisation and recipe values) must "
+        "be the saved ones, --epochs may grow",
+    )
+    run.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="with --resume: continue although those settings differ from the saved ones "
+        "(from the saved position on; each change is recorded in OUT/config.json)",
     )
 
 
@@ -246,6 +282,8 @@ def check_args(args: argparse.Namespace, min_img_size: int = 32) -> None:
         raise UsageError(f"--init {args.init}: no such file")
     if args.init is not None and args.resume:
         raise UsageError("--init and --resume exclude each other (a resumed run has its weights)")
+    if args.allow_changes and not args.resume:
+        raise UsageError("--allow-changes only applies with --resume")
     _check_recipe_args(args)
 
 
@@ -272,11 +310,4 @@ def _check_recipe_args(args: argparse.Namespace) -> None:
 
 def prepare_out_dir(out: Path) -> None:
     """Create OUT and prove it is writable before any training time is spent."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise UsageError(
-            f"--out {out} is not writable ({err.strerror}); choose another folder"
-        ) from err
+    check_writable_folder(out, f"--out {out}")

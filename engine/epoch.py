@@ -19,7 +19,8 @@ from data.streams import step_seed
 from engine.logs import STEP_COLUMNS
 from engine.metrics import softmax_cross_entropy, topk_correct
 from engine.options import epoch_lr
-from engine.state import EpochProgress, StopSignals
+from engine.signals import StopSignals
+from engine.state import EpochProgress
 
 
 class DivergedError(Exception):

@@ -7,7 +7,8 @@ anything but the framework calls.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from engine.cli import build_parser, check_args, prepare_out_dir
 from engine.epoch import DivergedError, run_epoch
 from engine.logs import BEST, EMA_COLUMNS, LOG_COLUMNS, STEP_COLUMNS, MainOnlyLog, write_config
 from engine.options import augment_of, recipe_report
+from engine.settings import describe as describe_changes
+from engine.signals import StopSignals
 from engine.state import (
     EpochProgress,
     RunStart,
-    StopSignals,
     checkpoint_payload,
     latest_path,
     save_and_stop,
@@ -32,21 +34,36 @@ from engine.state import (
 )
 
 
-def run_cli(argv: Sequence[str] | None, description: str, backend_cls: type[Backend]) -> None:
+def run_cli(
+    argv: Sequence[str] | None,
+    description: str,
+    framework: str,
+    load_backend: Callable[[], type[Backend]],
+) -> None:
     """What train.py and train_torch.py do: parse ``argv`` (``description``: the script's
-    manual), make the backend from the options, and train.
+    manual; ``framework``: "jittor" or "torch"), import the backend (``load_backend()``, after
+    parsing, so --help and a bad flag answer at once), make it from the options, and train.
     """
-    args = build_parser(backend_cls.name, description).parse_args(argv)
+    args = build_parser(framework, description).parse_args(argv)
+    backend_cls = load_backend()
     backend = backend_cls(
-        args.device, args.lr, args.weight_decay, args.aux_weight, args.clip_grad, args.amp
+        args.device,
+        args.lr,
+        args.weight_decay,
+        args.aux_weight,
+        args.clip_grad,
+        args.amp,
+        compile_model=args.compile,
     )
     run_training(args, backend)
 
 
 def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
     """The whole run: data, model, optional init/resume, epochs, log.csv and checkpoints.
-    SIGINT/SIGTERM from here on end it with a saved, resumable checkpoint (RunStoppedError).
-    Returns the last epoch's log row ({} when a resumed run had nothing left to do).
+    A stop signal from here on ends it with a saved, resumable checkpoint and exit status
+    128 + signal (RunStoppedError), also when it came during the last step: the run then
+    completes its last epoch first and says so. Returns the last epoch's log row ({} when a
+    resumed run had nothing left to do).
     """
     check_args(args)
     if args.batch_size < backend.world_size:
@@ -58,7 +75,14 @@ def run_training(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
         prepare_out_dir(args.out)
     try:
         with StopSignals() as stop:
-            return _train(args, backend, stop)
+            row = _train(args, backend, stop)
+            if stop_agreed(backend, stop):  # in the last step, or after it: the run is complete
+                raise RunStoppedError(
+                    f"stopped by {stop.name} at the end of the run: all {args.epochs} epochs "
+                    f"are done and saved in {latest_path(args, backend)}",
+                    stop.exit_code,
+                )
+            return row
     finally:
         backend.close()
 
@@ -74,7 +98,8 @@ class _Logs:
 def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dict[str, Any]:
     from data import BatchLoader
 
-    root, train_set, val_set = _open_datasets(args, backend)
+    root, train_set, val_set = open_datasets(args, backend)
+    args.dataset = str(root)  # a run setting (engine.settings), in config.json too
     backend.build(
         f"overlock_{args.model}",
         args.num_classes,
@@ -122,10 +147,15 @@ def _train(args: argparse.Namespace, backend: Backend, stop: StopSignals) -> dic
     return row
 
 
-def _open_datasets(args: argparse.Namespace, backend: Backend) -> tuple[Path, Any, Any]:
-    """(data folder, train split, val split); notes the classes short of the per-class caps."""
-    from data import open_dataset, resolve_data_dir
+def open_datasets(args: argparse.Namespace, backend: Backend) -> tuple[Path, Any, Any]:
+    """(data folder, train split, val split); notes the classes short of the per-class caps.
+    A warning about the data's text files is the same in every process: only rank 0 shows it
+    (an unreadable image is each process's own and stays reported by each).
+    """
+    from data import DataWarning, open_dataset, resolve_data_dir
 
+    if backend.rank != 0:
+        warnings.filterwarnings("ignore", message=r".*does not list \(", category=DataWarning)
     root = resolve_data_dir(args.data)
     sets = {
         split: open_dataset(root, split, args.num_classes, cap, args.img_size, args.crop_pct)
@@ -167,7 +197,7 @@ def _announce(
     where = f"epoch {start.epoch + 1}" + (
         f" from batch {start.progress.batches_done + 1}" if start.progress.batches_done else ""
     )
-    write_config(args.out, args, {"dataset": str(root), **info})
+    write_config(args.out, args, info)
     shards = (
         f", {backend.world_size} processes sharing each batch of {args.batch_size}"
         if backend.world_size > 1
@@ -180,8 +210,20 @@ def _announce(
         f"writing {args.out}",
         flush=True,
     )
-    for line in recipe_report(args, backend.name):
+    for line in recipe_report(args, backend.name) + _start_notes(args, backend, start):
         print(line, flush=True)
+
+
+def _start_notes(args: argparse.Namespace, backend: Backend, start: RunStart) -> list[str]:
+    notes = backend.start_notes()
+    if start.changes:
+        changes = describe_changes(start.changes)
+        notes.append(f"note: resuming with other settings (--allow-changes): {changes}; "
+                     f"recorded in {args.out / 'config.json'}")  # fmt: skip
+    if args.compile and backend.name == "jittor":
+        notes.append("note: --compile changes nothing in Jittor, which always compiles and "
+                     "fuses its kernels (the first step's time includes that)")  # fmt: skip
+    return notes
 
 
 def _open_logs(args: argparse.Namespace, backend: Backend, start: RunStart) -> _Logs:
@@ -241,7 +283,22 @@ def _run_epochs(
         best = max(best, row["acc_top1"])
         if backend.rank == 0:
             _save_epoch(args, backend, epoch, best, is_best, row)
+            if epoch == start.epoch:
+                _report_compile_times(backend)
     return row
+
+
+def _report_compile_times(backend: Backend) -> None:
+    """With --compile: the first training step and evaluation, compilation included (also in
+    epoch 1's times), apart from the rest."""
+    times = backend.compile_times()
+    if times:
+        print(
+            f"compiled ({times['compiler']}): first training step {times['train_step_s']:.1f}s, "
+            f"first evaluation batch {times['eval_s']:.1f}s (compilation included; in this "
+            "epoch's time as well)",
+            flush=True,
+        )
 
 
 def _save_epoch(

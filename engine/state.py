@@ -1,13 +1,11 @@
 """Where a run stands and how it survives an interruption: the position inside an epoch, the
-stop signals, the training checkpoint's contents, the start from --init or --resume, and the
-save-then-stop on a signal.
+training checkpoint's contents, the start from --init or --resume (its settings checked against
+the saved run's, ``engine.settings``), and the save-then-stop on a signal (``engine.signals``).
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import Any, NoReturn
 from backends.base import Backend
 from core.errors import RunStoppedError, UsageError
 from engine.logs import LATEST
+from engine.settings import describe, differences, run_settings
+from engine.signals import StopSignals
 
 
 @dataclass
@@ -60,53 +60,7 @@ class RunStart:
     epoch: int = 0
     best: float = -1.0
     progress: EpochProgress = field(default_factory=EpochProgress)
-
-
-class StopSignals:
-    """While active, SIGINT (Ctrl-C) and SIGTERM (kill, job schedulers) ask the training loop to
-    stop after the current step, so it can save a resumable state; a second Ctrl-C aborts at once.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-        print(
-            f"\n{signal.Signals(signum).name}: stopping after this step to save a resumable "
-            "state (Ctrl-C again aborts without saving)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + int(self.received or signal.SIGINT)
-
-    def join(self, told: float) -> bool:
-        """Whether to stop, given ``told`` = the sum over processes of ``received or 0``: all
-        must stop after the same step, or the others would wait forever in the next collective.
-        A process that got no signal itself stops as if sent SIGTERM.
-        """
-        if told > 0 and self.received is None:
-            self.received = signal.SIGTERM
-        return told > 0
+    changes: dict[str, list[Any]] = field(default_factory=dict)  # accepted by --allow-changes
 
 
 def latest_path(args: argparse.Namespace, backend: Backend) -> Path:
@@ -135,6 +89,9 @@ def checkpoint_payload(
         # Set when interrupted mid-epoch: where epoch + 1 stopped. All data randomness derives
         # from (seed, epoch, index) and drop path is reseeded per step, so no RNG state is needed.
         "epoch_progress": progress_in_epoch.to_dict() if progress_in_epoch else None,
+        # What --resume compares (engine.settings) and the changes it was told to accept.
+        "settings": run_settings(args),
+        "resumed_with_changes": list(getattr(args, "resumed_with_changes", [])),
     }
 
 
@@ -147,6 +104,7 @@ def start_run(args: argparse.Namespace, backend: Backend) -> RunStart:
 
     if args.resume:
         return _resume(args, backend)
+    args.resumed_with_changes = []
     if args.init is not None:
         state = load_state_dict(args.init)
         check_state(state, f"overlock_{args.model}", args.num_classes)
@@ -172,6 +130,7 @@ def _resume(args: argparse.Namespace, backend: Backend) -> RunStart:
             f"--resume: {latest} is {saved.get('model_name')} with "
             f"{saved.get('num_classes')} classes, not {model_name} with {args.num_classes}"
         )
+    changes = _accept_settings(args, saved, latest)
     check_state(saved["model"], model_name, args.num_classes)
     backend.load_model_state(saved["model"])
     if args.ema_decay > 0:
@@ -180,7 +139,35 @@ def _resume(args: argparse.Namespace, backend: Backend) -> RunStart:
         backend.load_ema_state(saved["model_ema"])
     backend.load_optimizer_state(saved["optimizer"])
     progress = EpochProgress.from_dict(saved.get("epoch_progress"))
-    return RunStart(int(saved["epoch"]), float(saved["best_acc_top1"]), progress)
+    return RunStart(int(saved["epoch"]), float(saved["best_acc_top1"]), progress, changes)
+
+
+def _accept_settings(
+    args: argparse.Namespace, saved: dict[str, Any], latest: Path
+) -> dict[str, list[Any]]:
+    """Refuse to resume with settings that differ from the saved run's, unless --allow-changes;
+    an accepted change joins ``args.resumed_with_changes`` (config.json, the next checkpoints):
+    where it took effect and each setting's [saved, new] value.
+    """
+    history = list(saved.get("resumed_with_changes") or [])
+    changes = differences(saved.get("settings") or {}, run_settings(args))
+    if changes and not args.allow_changes:
+        raise UsageError(
+            f"--resume: {latest} was trained with other settings: {describe(changes)}; give the "
+            "saved values, or add --allow-changes to continue with these (recorded in "
+            "config.json)"
+        )
+    if changes:
+        progress = EpochProgress.from_dict(saved.get("epoch_progress"))
+        history.append(
+            {
+                "epoch": int(saved["epoch"]) + 1,
+                "batch": progress.batches_done + 1,
+                "changes": changes,
+            }
+        )
+    args.resumed_with_changes = history
+    return changes
 
 
 def stop_agreed(backend: Backend, stop: StopSignals) -> bool:
@@ -207,7 +194,6 @@ def save_and_stop(
         write_checkpoint(checkpoint_payload(backend, args, epoch, best, state), latest)
     backend.barrier()  # a launcher stops every process once one exits: let the save finish
     raise RunStoppedError(
-        f"stopped by {signal.Signals(stop.received or signal.SIGINT).name} {at}: "
-        f"saved {latest}; continue with --resume",
+        f"stopped by {stop.name} {at}: saved {latest}; continue with --resume",
         stop.exit_code,
     )

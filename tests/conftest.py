@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than a minute (e.g. torch.compile)")
+
+
 @dataclass(frozen=True)
 class TinyData:
     """4 classes of 32x32 images in TinyImageNet layout, and the training command line for it."""

@@ -49,3 +49,12 @@ def test_bad_arguments_are_one_line(argv: list[str], message: str, tmp_path: Pat
     assert bench.main([*argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_an_unwritable_output_folder_is_one_line_before_any_work(tmp_path: Path, capsys) -> None:
+    taken = tmp_path / "a_file"
+    taken.write_text("not a folder")
+    assert bench.main(["--out", str(taken / "bench")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out {taken / 'bench'}: folder ") and "\n" not in err, err
+    assert "not writable" in err and not (taken / "bench").exists()

@@ -13,11 +13,14 @@ noise and Adam's first step turns it into +-lr, so updates are compared where |g
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,17 +69,20 @@ def _launch(framework: str, nproc: int, program: list[str]) -> list[str]:
     return ["mpirun", "--oversubscribe", "-np", str(nproc), sys.executable, *program]
 
 
-def _run(framework: str, nproc: int, program: list[str]) -> subprocess.CompletedProcess:
-    env = {
+def _env() -> dict[str, str]:
+    return {
         **os.environ,
         "OMP_NUM_THREADS": "1",  # torchrun's default per process; the same for mpirun
         "OMPI_ALLOW_RUN_AS_ROOT": "1",  # CI runs as root
         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
     }
+
+
+def _run(framework: str, nproc: int, program: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         _launch(framework, nproc, program),
         cwd=REPO,
-        env=env,
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=900,
@@ -200,6 +206,46 @@ def test_distributed_run_logs_stops_and_resumes(
     for moment in ("exp_avg", "exp_avg_sq"):
         for name, value in a["optimizer"][moment].items():
             assert np.array_equal(value, b["optimizer"][moment][name]), (moment, name)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_ctrl_c_to_the_launcher_stops_every_process_with_a_save(
+    framework: str, tiny_data: TinyData, tmp_path: Path
+) -> None:
+    """Ctrl-C to the terminal's process group, where only the launcher is (each process runs in
+    a group of its own): torchrun passes it on (SIGINT), mpirun turns it into SIGTERM and, given
+    the time (odls_base_sigkill_timeout, as the start note says), lets the processes save.
+    A warning about the data's text files comes once, not once per process.
+    """
+    data = dataclasses.replace(tiny_data, root=tmp_path / "data")
+    shutil.copytree(tiny_data.root, data.root)
+    with (data.root / "val" / "val_annotations.txt").open("a") as handle:
+        handle.write("val_0.JPEG\tn09999999\t0\t0\t1\t1\n")  # a wnid wnids.txt does not list
+    out = tmp_path / "out"
+    command = _launch(framework, 2, [SCRIPTS[framework], *data.argv(out, "--epochs", "50")])
+    if framework == "jittor":
+        command[1:1] = ["--mca", "odls_base_sigkill_timeout", "60"]
+    proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not (out / f"init{SUFFIX[framework]}").exists():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.1)
+        time.sleep(2.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stop = "SIGINT" if framework == "torch" else "SIGTERM"
+    assert f"stopped by {stop} " in err and "continue with --resume" in err, err[-3000:]
+    assert err.count("does not list (n09999999)") == 1, err[-3000:]
+    saved = read_checkpoint(out / f"{LATEST}{SUFFIX[framework]}")
+    assert saved["epoch"] >= 1 or saved["epoch_progress"]["batches_done"] >= 1
+    with pytest.raises(ProcessLookupError):  # nothing outlived the launcher
+        os.killpg(proc.pid, 0)
 
 
 def test_a_batch_too_small_to_share_is_one_line(tiny_data: TinyData, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from core.serialization import read_checkpoint
 from engine.cli import build_parser
 from engine.logs import LATEST
 from engine.loop import run_training
-from engine.state import StopSignals
+from engine.signals import StopSignals
 from models.weights import save_state_dict
 
 if TYPE_CHECKING:
@@ -208,69 +208,22 @@ def test_nan_loss_stops_and_names_the_last_good_checkpoint(
     assert _rows(tmp_path / "steps.csv")[-1]["loss"] == "nan"  # the bad step is on record
 
 
-# --- the scripts under real signals ----------------------------------------------------------
-def _start(script: str, data: TinyData, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(REPO / script), *_argv(data, out, *extra)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, like a terminal job
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even if we ignore it
-    )
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
-@pytest.mark.parametrize(
-    ("script", "signum", "to_group"),
-    [("train_torch.py", signal.SIGINT, True), ("train.py", signal.SIGTERM, False)],
-)
-def test_script_saves_on_a_signal_then_resumes(
-    script: str, signum: int, to_group: bool, tiny_data: TinyData, tmp_path: Path
+def test_a_stop_in_the_last_step_completes_the_run_and_exits_128_plus_signal(
+    baseline, tiny_data: TinyData, tmp_path: Path
 ) -> None:
-    """Ctrl-C (to the whole process group, loader workers included) or a scheduler's SIGTERM:
-    one line, exit 128+signal, a resumable checkpoint, and --resume finishes the run.
-    """
-    suffix = ".pth" if script == "train_torch.py" else ".pkl"
-    long_run = ("--epochs", "50", "--workers", "2")  # far longer than the wait below
-    proc = _start(script, tiny_data, tmp_path, *long_run)
-    try:
-        _wait_for(tmp_path / f"init{suffix}", proc)  # the handlers are installed by then
-        time.sleep(0.5)
-        (os.killpg if to_group else os.kill)(proc.pid, signum)
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 128 + signum, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"stopped by {signal.Signals(signum).name}") and "--resume" in last
-    with pytest.raises(ProcessLookupError):  # no loader worker outlived the run
-        os.killpg(proc.pid, 0)
-    saved = read_checkpoint(tmp_path / f"{LATEST}{suffix}")
-    finish = str(saved["epoch"] + 1)
-    proc = subprocess.run(
-        [sys.executable, str(REPO / script), *_argv(tiny_data, tmp_path, "--epochs", finish)]
-        + ["--resume"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    """A SIGTERM during the run's last step: the run finishes (validation, checkpoint) as an
+    uninterrupted one, then says so and exits 143, not 0: a scheduler sees the stop."""
+    framework, reference = baseline
+    backend = _backend(framework, _signal_at(framework, 3 * EPOCHS, signal.SIGTERM))
+    with pytest.raises(RunStoppedError) as stopped:
+        run_training(_args(framework, tiny_data, tmp_path), backend)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    latest = tmp_path / f"{LATEST}{backend.suffix}"
+    assert str(stopped.value) == (
+        f"stopped by SIGTERM at the end of the run: all {EPOCHS} epochs are done and saved in "
+        f"{latest}"
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = _rows(tmp_path / "log.csv")
-    assert [int(r["epoch"]) for r in rows] == list(range(1, int(finish) + 1))
-    steps = [(int(r["epoch"]), int(r["step"])) for r in _rows(tmp_path / "steps.csv")]
-    assert steps == [(e, s) for e in range(1, int(finish) + 1) for s in (1, 2, 3)]
+    _assert_same_run(tmp_path, reference, backend.suffix)
 
 
 def test_resuming_a_finished_run_changes_nothing(
@@ -304,6 +257,7 @@ BAD_INPUT = [
     (["--init", "{xt}"], "overlock_xxt"),
     (["--out", "{tmp}/garbage.pth"], "is not writable"),
     (["--resume", "--out", "{tmp}/empty"], "--resume"),
+    (["--allow-changes"], "--allow-changes only applies with --resume"),
 ]
 
 
