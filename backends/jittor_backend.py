@@ -26,7 +26,7 @@ from core.errors import UsageError
 from models.weights import canonical_state
 
 # Seconds a stop signal needs under mpirun to end the step and save (see ``start_notes``).
-MPI_STOP_GRACE_S = 60
+MPI_STOP_GRACE_S = 30
 StageForward = Callable[[Any], Sequence[Any]]  # jt.Var -> stage maps
 CamForward = Callable[[Any], tuple[Any, Sequence[Any]]]  # jt.Var -> (logits, stage maps)
 
@@ -147,8 +147,8 @@ class JittorBackend(Backend):
             self.rank, self.world_size = jt.rank, jt.world_size
 
     def start_notes(self) -> list[str]:
-        # mpirun passes a Ctrl-C or SIGTERM on as SIGTERM, then kills the processes after
-        # odls_base_sigkill_timeout seconds (1 by default): too soon to finish a step and save.
+        # mpirun passes a Ctrl-C or SIGTERM on as SIGTERM odls_base_sigkill_timeout seconds
+        # later and kills the processes as long after that: by default 1 s, too soon to save.
         grace = os.environ.get("OMPI_MCA_odls_base_sigkill_timeout", "1")
         if not self.distributed or (grace.isdigit() and int(grace) >= MPI_STOP_GRACE_S):
             return []
@@ -156,7 +156,7 @@ class JittorBackend(Backend):
             f"note: mpirun kills the processes {grace} s after passing a Ctrl-C or SIGTERM on, "
             "too soon to save: launch with 'mpirun --mca odls_base_sigkill_timeout "
             f"{MPI_STOP_GRACE_S} ...' (or export OMPI_MCA_odls_base_sigkill_timeout="
-            f"{MPI_STOP_GRACE_S}) for a saved stop; SIGUSR1/SIGUSR2 are passed on without a kill"
+            f"{MPI_STOP_GRACE_S}) for a saved stop; SIGUSR1/SIGUSR2 are passed on at once"
         ]
 
     # --- a model with given weights: evaluation and figures ---------------------------------

@@ -213,18 +213,19 @@ def test_ctrl_c_to_the_launcher_stops_every_process_with_a_save(
     framework: str, tiny_data: TinyData, tmp_path: Path
 ) -> None:
     """Ctrl-C to the terminal's process group, where only the launcher is (each process runs in
-    a group of its own): torchrun passes it on (SIGINT), mpirun turns it into SIGTERM and, given
-    the time (odls_base_sigkill_timeout, as the start note says), lets the processes save.
-    A warning about the data's text files comes once, not once per process.
+    a group of its own): torchrun passes it on (SIGINT), mpirun passes it on as SIGTERM after
+    odls_base_sigkill_timeout seconds and kills the processes as long after that (the start
+    note asks for enough time). A warning about the data's text files comes once, not once per
+    process.
     """
     data = dataclasses.replace(tiny_data, root=tmp_path / "data")
     shutil.copytree(tiny_data.root, data.root)
     with (data.root / "val" / "val_annotations.txt").open("a") as handle:
         handle.write("val_0.JPEG\tn09999999\t0\t0\t1\t1\n")  # a wnid wnids.txt does not list
     out = tmp_path / "out"
-    command = _launch(framework, 2, [SCRIPTS[framework], *data.argv(out, "--epochs", "50")])
+    command = _launch(framework, 2, [SCRIPTS[framework], *data.argv(out, "--epochs", "500")])
     if framework == "jittor":
-        command[1:1] = ["--mca", "odls_base_sigkill_timeout", "60"]
+        command[1:1] = ["--mca", "odls_base_sigkill_timeout", "15"]
     proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
