@@ -1,9 +1,12 @@
 """Fixtures shared across the test packages: the tiny generated dataset and the training command
-line that fits it (the training-run tests of engine/ and backends/ use them)."""
+line that fits it (the training-run tests of engine/ and backends/ use them), and small tmpfs
+mounts for the disk-full and read-only tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,3 +44,30 @@ def make_tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, i
         return TinyData(root)
 
     return make
+
+
+def _mount_tmpfs(path: Path, options: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], text=True, capture_output=True
+    )
+    if done.returncode != 0:
+        reason = f"cannot mount a tmpfs here ({done.stderr.strip()})"
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI runs as root: the tmpfs tests must not skip there
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """``mounted(name, options)``: a fresh tmpfs under tmp_path, unmounted afterwards."""
+    folders: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        folders.append(tmp_path / name)
+        _mount_tmpfs(folders[-1], options)
+        return folders[-1]
+
+    yield mount
+    for folder in folders:
+        subprocess.run(["umount", str(folder)], check=True)

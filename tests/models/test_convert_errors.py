@@ -11,10 +11,8 @@
 from __future__ import annotations
 
 import errno
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -169,33 +167,6 @@ def test_a_folder_as_destination(xxt_pth: Path, tmp_path: Path) -> None:
         f"error: DST {folder} is a folder; give the file to write, e.g. {folder / 'w.pkl'}"
     )
     assert list(folder.iterdir()) == []
-
-
-def _mount_tmpfs(path: Path, options: str) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], text=True, capture_output=True
-    )
-    if done.returncode != 0:
-        reason = f"cannot mount a tmpfs here ({done.stderr.strip()})"
-        if os.environ.get("CI"):
-            pytest.fail(reason)  # CI runs as root: these tests must not skip there
-        pytest.skip(reason)
-
-
-@pytest.fixture
-def mounted(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
-    """``mounted(name, options)``: a fresh tmpfs under tmp_path, unmounted afterwards."""
-    folders: list[Path] = []
-
-    def mount(name: str, options: str) -> Path:
-        folders.append(tmp_path / name)
-        _mount_tmpfs(folders[-1], options)
-        return folders[-1]
-
-    yield mount
-    for folder in folders:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.mark.parametrize("suffix", [".pkl", ".pth"])
