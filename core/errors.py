@@ -20,8 +20,12 @@ class SetupError(RuntimeError):
     says what to do. Exit status 1."""
 
 
-class RunStoppedError(Exception):
-    """The run ended early on purpose (a signal, a diverged loss): one line and ``exit_code``."""
+class RunStoppedError(BaseException):
+    """The run ended early on purpose (a signal, a diverged loss): one line and ``exit_code``.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: a signal handler raises it wherever the
+    program is, and an ``except Exception`` there (Jittor's import has several) must not swallow it.
+    """
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)

@@ -10,15 +10,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
 import functools
+import importlib.abc
 import os
 import shutil
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from core.errors import SetupError
 
@@ -94,28 +97,14 @@ if DEVICE == "cpu":
             "(it installs Debian's libdnnl-dev and lays it out there)"
         )
 
+# Jittor runs `gdb --version` at each import, to attach gdb to a crashed process: it costs time,
+# and a Ctrl-C then prints gdb's own traceback. faulthandler (below) shows a crash's Python stack.
+os.environ.setdefault("gdb_path", "")
+
 # Jittor's info and warning lines ("[i 1201 ...] Found mpicc ...") are off unless asked for with
 # OVERLOCK_JITTOR_LOG=1 or Jittor's own log_silent / log_v: the first line a user reads is ours.
 if os.environ.get("OVERLOCK_JITTOR_LOG") != "1" and not {"log_silent", "log_v"} & set(os.environ):
     os.environ["log_silent"] = "1"
-# Silence also hides Jittor's compile progress: say why a first import takes minutes.
-_slow_import_note = threading.Timer(
-    15.0,
-    lambda: print(
-        "Jittor is compiling its kernels for this machine (first use: a few minutes) ...",
-        file=sys.stderr,
-        flush=True,
-    ),
-)
-_slow_import_note.daemon = True
-_slow_import_note.start()
-_handlers = _saved_signal_handlers()
-import jittor as jt  # noqa: E402  (must follow the environment set-up above)
-import jittor_utils  # noqa: E402
-from jittor import compile_extern  # noqa: E402
-
-_restore_signal_handlers(_handlers)
-_slow_import_note.cancel()
 
 
 class _ClosedPool:
@@ -146,20 +135,138 @@ def _close_compile_pool() -> None:
 
 
 def _isolate_compile_workers() -> None:
-    """Jittor's import starts a pool of compiler processes in the caller's process group; end it
-    now (it is idle) and have every later one start its workers in their own group."""
+    """Every compile pool of Jittor's (the first may start during its import) starts its workers
+    in a process group of their own."""
     original = jittor_utils.pool_initializer
     if getattr(original, "func", None) is _isolated_pool_initializer:
         return
-    if jittor_utils.pool_size:
-        _close_compile_pool()
     jittor_utils.pool_initializer = functools.partial(
         _isolated_pool_initializer, original, os.getpid()
     )
     jittor_utils.pool_cleanup = _close_compile_pool
 
 
+# Stop signals (Ctrl-C, a scheduler's SIGTERM, ...) that arrive while Jittor imports wait until
+# it returns: raised inside the import, the handler's exception can end in one of Jittor's
+# `except Exception` blocks or in a C++ callback that drops it, and the run then goes on.
+_HELD_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
+class _HeldStopSignals:
+    """While active, a stop signal with a Python handler is held and passed to that handler when
+    the block ends; a second one ends the process at once (a cold import compiles for minutes)."""
+
+    def __init__(self, slow_note: threading.Timer) -> None:
+        self.slow_note, self.held, self.previous = slow_note, [], {}
+
+    def __enter__(self) -> _HeldStopSignals:
+        for name in _HELD_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None and callable(signal.getsignal(signum)):
+                self.previous[signum] = signal.signal(signum, self._hold)
+        return self
+
+    def _hold(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.held:
+            print(f"stopped by {name} while Jittor was starting", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.held.append(signum)
+        if self.slow_note.finished.is_set():  # the user was told it compiles: say it is heard
+            print(f"{name}: stopping once Jittor has compiled ({name} again ends at once)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        for signum in self.held:
+            signal.raise_signal(signum)  # now the handler's exception reaches the caller
+
+    @staticmethod
+    def defaults_in_a_child() -> None:
+        # A compile worker forked by the import must die of a pool's SIGTERM even when it is
+        # stuck in a lock that the fork copied held (a Python handler would never run there).
+        for name in _HELD_SIGNALS:
+            signum = getattr(signal, name, None)
+            handler = signal.getsignal(signum) if signum is not None else None
+            if getattr(handler, "__func__", None) is _HeldStopSignals._hold:
+                signal.signal(signum, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_HeldStopSignals.defaults_in_a_child)
+
+
+class _HandlersBackAfterLoad(importlib.abc.MetaPathFinder):
+    """Puts the saved C-level handlers back the moment each of Jittor's C++ libraries has loaded
+    (its static initialisers install Jittor's): the rest of the import, which runs compilers in
+    subprocesses, runs with the process's own. Threads started before the import (numpy's) may
+    take a SIGCHLD that the main thread blocks."""
+
+    LIBRARIES = ("jit_utils_core", "jittor_core")
+
+    def __init__(self, handlers: dict[int, ctypes.Array]) -> None:
+        self.handlers = handlers
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in self.LIBRARIES:
+            return None
+        for finder in sys.meta_path:
+            found = None if finder is self else finder.find_spec(name, path, target)
+            if found is not None:
+                found.loader.create_module = self._restoring(found.loader.create_module)
+                return found
+        return None
+
+    def _restoring(self, create: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def create_and_restore(spec: Any) -> Any:
+            module = create(spec)
+            _restore_signal_handlers(self.handlers)
+            return module
+
+        return create_and_restore
+
+
+@contextlib.contextmanager
+def _importing_jittor() -> Iterator[None]:
+    """What the process needs around ``import jittor`` (see the notes above): its own signal
+    handlers kept, stop signals held, quiet unless the import compiles for long."""
+    slow_note = threading.Timer(
+        15.0,  # silence also hides Jittor's compile progress: say why a first import is slow
+        lambda: print("Jittor is compiling its kernels for this machine (first use: a few "
+                      "minutes) ...", file=sys.stderr, flush=True),
+    )  # fmt: skip
+    slow_note.daemon = True
+    handlers = _saved_signal_handlers()
+    # Jittor leaves SIGINT to Python under Jupyter (JPY_PARENT_PID set); SIGCHLD waits until
+    # the handlers are back, or a helper of the import that dies of a Ctrl-C ends the process.
+    jupyter = "JPY_PARENT_PID" in os.environ
+    os.environ.setdefault("JPY_PARENT_PID", str(os.getppid()))
+    if os.name == "posix":
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    slow_note.start()  # after the block: a thread inherits the signal mask
+    finder = _HandlersBackAfterLoad(handlers)
+    sys.meta_path.insert(0, finder)
+    with _HeldStopSignals(slow_note):
+        try:
+            yield
+        finally:
+            sys.meta_path.remove(finder)
+            slow_note.cancel()
+            if not jupyter:
+                os.environ.pop("JPY_PARENT_PID", None)
+            _restore_signal_handlers(handlers)
+            if os.name == "posix":
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+
+import jittor_utils  # noqa: E402  (before jittor: its compile pool may start during the import)
+
 _isolate_compile_workers()
+with _importing_jittor():
+    import jittor as jt  # noqa: E402
+    from jittor import compile_extern  # noqa: E402
+if jittor_utils.pool_size:  # the import's pool is idle now: its workers need not wait
+    _close_compile_pool()
 if not faulthandler.is_enabled():  # a crash in a kernel still shows the Python stack
     faulthandler.enable()
 
@@ -179,4 +286,15 @@ def onednn_active() -> bool:
     return compile_extern.mkl_ops is not None
 
 
-__all__ = ["DEVICE", "JittorSetupError", "cuda_available", "jt", "onednn_active"]
+def code(shape: Any, dtype: Any, inputs: list[jt.Var], **kernel: Any) -> Any:
+    """``jt.code`` (a C++ kernel over ``inputs``), with one Jittor 1.3.11 defect avoided: a fresh
+    one-element ``jt.array`` is fused into its consumers as a constant, and a kernel that reads
+    its memory can then read garbage (seen after a training run in the same process, e.g. a
+    one-channel BatchNorm's weight). Such inputs are computed first."""
+    scalars = [v for v in inputs if v.numel() == 1]
+    if scalars:
+        jt.sync(scalars)
+    return jt.code(shape, dtype, inputs, **kernel)
+
+
+__all__ = ["DEVICE", "JittorSetupError", "code", "cuda_available", "jt", "onednn_active"]

@@ -13,6 +13,7 @@ over images with OpenMP. Jittor's ``nn.Conv2d`` calls a module's
 
 from __future__ import annotations
 
+from core.jittor_env import code as jittor_code
 from core.jittor_env import jt
 
 # Shapes: x (N, C, H, W), weight (C, 1, KH, KW), y (N, C, OH, OW), OH = H + 2*PH - DH*(KH-1).
@@ -133,13 +134,13 @@ class CPUDepthwiseConv(jt.Function):
         shape = (N, C, H + 2 * ph - dh * (KH - 1), W + 2 * pw - dw * (KW - 1))
         if shape[2] < 1 or shape[3] < 1:
             raise ValueError(f"depthwise conv: output would be {shape} for input {x.shape}")
-        return jt.code(
+        return jittor_code(
             shape, x.dtype, [x, weight], cpu_header=self.defines, cpu_src=_HEADER + _FORWARD
         )
 
     def grad(self, grad_y: jt.Var) -> tuple[jt.Var, jt.Var]:
         x, weight = self.saved
-        d_x, d_weight = jt.code(
+        d_x, d_weight = jittor_code(
             [x.shape, weight.shape],
             [x.dtype, weight.dtype],
             [x, weight, grad_y],

@@ -11,6 +11,7 @@ Results equal the plain expressions up to float rounding (sums are taken in anot
 
 from __future__ import annotations
 
+from core.jittor_env import code as jittor_code
 from core.jittor_env import jt
 
 _INCLUDES = "#include <cmath>\n#include <vector>\n#include <omp.h>\n"
@@ -94,7 +95,7 @@ class _AffineNorm(jt.Function):
         self.stats_shape, self.forward, self.backward = stats_shape, forward, backward
 
     def execute(self, x: jt.Var, weight: jt.Var, bias: jt.Var) -> tuple[jt.Var, jt.Var, jt.Var]:
-        y, stat0, stat1 = jt.code(
+        y, stat0, stat1 = jittor_code(
             [x.shape, self.stats_shape, self.stats_shape],
             [x.dtype, x.dtype, x.dtype],
             [x, weight, bias],
@@ -109,7 +110,7 @@ class _AffineNorm(jt.Function):
             return None, None, None
         x, weight, stat0, stat1 = self.saved
         return tuple(
-            jt.code(
+            jittor_code(
                 [x.shape, weight.shape, weight.shape],
                 [x.dtype, weight.dtype, weight.dtype],
                 [x, weight, stat0, stat1, grad_y],
@@ -271,10 +272,10 @@ _GELU_BACKWARD = r"""
 class _GELU(jt.Function):
     def execute(self, x: jt.Var) -> jt.Var:
         self.saved = x
-        return jt.code(x.shape, x.dtype, [x], cpu_header=_INCLUDES, cpu_src=_GELU_FORWARD)
+        return jittor_code(x.shape, x.dtype, [x], cpu_header=_INCLUDES, cpu_src=_GELU_FORWARD)
 
     def grad(self, grad_y: jt.Var) -> jt.Var:
-        return jt.code(
+        return jittor_code(
             self.saved.shape,
             self.saved.dtype,
             [self.saved, grad_y],
@@ -332,7 +333,7 @@ _SOFTMAX_BACKWARD = r"""
 
 class _Softmax(jt.Function):
     def execute(self, x: jt.Var) -> jt.Var:
-        y = jt.code(
+        y = jittor_code(
             x.shape,
             x.dtype,
             [x],
@@ -344,7 +345,8 @@ class _Softmax(jt.Function):
 
     def grad(self, grad_y: jt.Var) -> jt.Var:
         y = self.saved
-        return jt.code(y.shape, y.dtype, [y, grad_y], cpu_src=_SOFTMAX_HEADER + _SOFTMAX_BACKWARD)
+        source = _SOFTMAX_HEADER + _SOFTMAX_BACKWARD
+        return jittor_code(y.shape, y.dtype, [y, grad_y], cpu_src=source)
 
 
 def softmax_last(x: jt.Var) -> jt.Var:

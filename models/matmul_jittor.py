@@ -9,6 +9,7 @@ over (image, head) with OpenMP, each inner loop a contiguous multiply-add. On CU
 
 from __future__ import annotations
 
+from core.jittor_env import code as jittor_code
 from core.jittor_env import jt
 
 # a: (M, C, N), b: (M, C, L) -> out (M, N, L); M = flattened batch dims.
@@ -71,11 +72,11 @@ class _MatmulTN(jt.Function):
     def execute(self, a: jt.Var, b: jt.Var) -> jt.Var:
         self.saved = a, b
         shape = (a.shape[0], a.shape[2], b.shape[2])
-        return jt.code(shape, a.dtype, [a, b], cpu_header=_INCLUDES, cpu_src=_HEADER + _FORWARD)
+        return jittor_code(shape, a.dtype, [a, b], cpu_header=_INCLUDES, cpu_src=_HEADER + _FORWARD)
 
     def grad(self, grad_out: jt.Var) -> tuple[jt.Var, jt.Var]:
         a, b = self.saved
-        grad_a, grad_b = jt.code(
+        grad_a, grad_b = jittor_code(
             [a.shape, b.shape],
             [a.dtype, b.dtype],
             [a, b, grad_out],

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from core.jittor_env import code as jittor_code
 from core.jittor_env import jt
 
 from .na2d_common import Pair, check_na2d_args, neighbour_table
@@ -189,13 +190,13 @@ class _AVKernel(jt.Function):
     def execute(self, attn: jt.Var, value: jt.Var, table: jt.Var) -> jt.Var:
         self.saved = attn, value, table
         self.header = f"#include <cstring>\n#define CDIM {value.shape[3]}\n"
-        return jt.code(
+        return jittor_code(
             value.shape, value.dtype, [attn, value, table], cpu_header=self.header, cpu_src=_FORWARD
         )
 
     def grad(self, grad_out: jt.Var) -> tuple[jt.Var, jt.Var, None]:
         attn, value, table = self.saved
-        d_attn, d_value = jt.code(
+        d_attn, d_value = jittor_code(
             [attn.shape, value.shape],
             [attn.dtype, value.dtype],
             [attn, value, table, grad_out],

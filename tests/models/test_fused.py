@@ -67,6 +67,22 @@ def test_batch_norm_train_equals_torch(shape, dtype) -> None:
     )
 
 
+def test_one_element_inputs_reach_the_kernels_after_a_training_run(
+    make_tiny_data, tmp_path
+) -> None:
+    """Jittor 1.3.11 fuses a fresh one-element array into its consumer as a constant: after a
+    training run in the same process a kernel read garbage for a one-channel BatchNorm's weight
+    (core.jittor_env.code computes such inputs first)."""
+    import train
+
+    data = make_tiny_data(train_per_class=4, val_per_class=2, seed=3)
+    argv = data.argv(tmp_path, "--recipe", "imagenet", "--epochs", "2", "--warmup-epochs", "0",
+                     "--cooldown-epochs", "0", "--drop-path", "0")  # fmt: skip
+    assert train.main(argv) == 0
+    for shape in MAPS:
+        test_batch_norm_train_equals_torch(shape, "float64")
+
+
 # Over one channel a LayerNorm's output is its bias and the input gradient is rounding noise.
 CHANNEL_MAPS = [shape for shape in MAPS if shape[1] > 1]
 
