@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,6 +25,43 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # timm.create_model passes these; they only matter for hub weights, which are not supported.
 TIMM_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+class _DictReads:
+    """The official output dict's reads on a (main, aux) named tuple."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            if key not in self._fields:  # type: ignore[attr-defined]
+                raise KeyError(key)
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)  # type: ignore[arg-type]
+
+    def keys(self) -> tuple[str, ...]:
+        return self._fields  # type: ignore[attr-defined]
+
+    def values(self) -> tuple[Any, ...]:
+        return tuple(self)  # type: ignore[arg-type]
+
+    def items(self) -> tuple[tuple[str, Any], ...]:
+        return tuple(zip(self._fields, self, strict=True))  # type: ignore[attr-defined,call-overload]
+
+
+def train_output_type(tensor: type, module: str) -> type:
+    """The type of a twin's training-mode output, ``TrainOutput(main, aux)``: the main and the
+    auxiliary head's logits, fields typed ``tensor`` (TorchScript needs the type).
+
+    A tuple, as timm's model tests, torch.compile and FX expect of an output, that also reads as
+    the official model's dict: ``out["main"]``, ``out["aux"]``, ``keys()``, ``items()``,
+    ``dict(out)``. Iterating it yields the two tensors (a tuple's items), not a dict's keys.
+    """
+    fields = NamedTuple("TrainOutput", [("main", tensor), ("aux", tensor)])  # noqa: UP014 (typed at run time)
+    namespace = {"__slots__": (), "__module__": module, "__annotations__": fields.__annotations__}
+    output = type("TrainOutput", (_DictReads, fields), namespace)
+    output.__doc__ = train_output_type.__doc__
+    return output
 
 
 @functools.lru_cache(maxsize=64)

@@ -33,6 +33,7 @@ from .overlock_common import (
     rpb_index,
     stage_feature_info,
     take_indices,
+    train_output_type,
     upsampled_size,
 )
 from .torch_compat_jittor import (
@@ -48,7 +49,8 @@ from .variants import ALL_MODEL_NAMES
 
 nn = jt.nn
 
-__all__ = ["OverLoCK", *ALL_MODEL_NAMES]
+TrainOutput = train_output_type(jt.Var, __name__)
+__all__ = ["OverLoCK", "TrainOutput", *ALL_MODEL_NAMES]
 
 
 def get_conv2d(
@@ -640,8 +642,9 @@ class OverLoCK(nn.Module):
 
     Base-Net (stages 1-3) -> Overview-Net (stage 4) produces a coarse context; Focus-Net
     (sub-stages 3 and 4, DynamicConvBlocks) re-reads stage-3 features guided by that context.
-    Training mode returns ``{'main': logits, 'aux': logits}`` (aux head on the Overview-Net),
-    eval mode the main logits. ``sync_bn``: BatchNorm over the global batch of all processes;
+    Training mode returns ``TrainOutput(main, aux)`` logits (aux head on the Overview-Net), which
+    also reads as the official ``{'main', 'aux'}`` dict; eval mode the main logits.
+    ``sync_bn``: BatchNorm over the global batch of all processes;
     None (the official behaviour) turns it on when Jittor runs under MPI.
 
     The PyTorch twin's timm model interface, with the same names and arguments: ``num_features``,
@@ -919,14 +922,14 @@ class OverLoCK(nn.Module):
             x = self.head[4](x)
         return x.flatten(1) if self.global_pool == "avg" else x
 
-    def execute(self, x: jt.Var) -> jt.Var | list[jt.Var] | dict[str, jt.Var]:
+    def execute(self, x: jt.Var) -> jt.Var | list[jt.Var] | TrainOutput:
         if self.features_only:
             return self.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
         maps, ctx = self._forward_stages(x, self.num_stages - 1)
         x = self.forward_head(maps[-1])
         if hasattr(self, "aux_head") and self.is_training() and ctx is not None:
             aux = self.aux_head(ctx)
-            return {"main": x, "aux": aux.flatten(1) if self.global_pool == "avg" else aux}
+            return TrainOutput(x, aux.flatten(1) if self.global_pool == "avg" else aux)
         return x
 
 

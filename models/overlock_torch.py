@@ -36,12 +36,14 @@ from .overlock_common import (
     rpb_index,  # noqa: F401  (each twin exposes it; tests compare it with the official index)
     stage_feature_info,
     take_indices,
+    train_output_type,
     upsampled_size,
 )
 from .sync_batchnorm_torch import SyncBatchNorm, convert_sync_batchnorm
 from .variants import ALL_MODEL_NAMES, Variant
 
-__all__ = ["OverLoCK", *ALL_MODEL_NAMES]
+TrainOutput = train_output_type(torch.Tensor, __name__)
+__all__ = ["OverLoCK", "TrainOutput", *ALL_MODEL_NAMES]
 
 
 @functools.lru_cache(maxsize=1)
@@ -697,8 +699,9 @@ class OverLoCK(nn.Module):
 
     Base-Net (stages 1-3) -> Overview-Net (stage 4) produces a coarse context; Focus-Net
     (sub-stages 3 and 4, DynamicConvBlocks) re-reads stage-3 features guided by that context.
-    Training mode returns ``{'main': logits, 'aux': logits}`` (aux head on the Overview-Net),
-    eval mode the main logits. ``sync_bn``: BatchNorm over the global batch of all processes;
+    Training mode returns ``TrainOutput(main, aux)`` logits (aux head on the Overview-Net), which
+    also reads as the official ``{'main', 'aux'}`` dict; eval mode the main logits.
+    ``sync_bn``: BatchNorm over the global batch of all processes;
     None (the official behaviour) turns it on when torch.distributed is initialised.
 
     timm's model interface: ``num_features`` (the final map's channels), ``head_hidden_size``
@@ -986,12 +989,18 @@ class OverLoCK(nn.Module):
             x = self.head[4](x)
         return x.flatten(1) if self.global_pool == "avg" else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | TrainOutput:
         maps, ctx = self._forward_stages(x, self.num_stages - 1)
         x = self.forward_head(maps[-1])
         if hasattr(self, "aux_head") and self.training and ctx is not None:
             aux = self.aux_head(ctx)
-            return {"main": x, "aux": aux.flatten(1) if self.global_pool == "avg" else aux}
+            aux = aux.flatten(1) if self.global_pool == "avg" else aux
+            # FX makes a named tuple one graph node, and feature extraction (timm's) needs both
+            # logits as graph outputs. TorchScript skips only a plain `if not is_scripting()`.
+            if not torch.jit.is_scripting():  # noqa: SIM102
+                if isinstance(x, torch.fx.Proxy):
+                    return x, aux
+            return TrainOutput(x, aux)
         return x
 
 

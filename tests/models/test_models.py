@@ -154,8 +154,8 @@ def _train_step(
     tmodel.zero_grad(set_to_none=True)
     out_t = tmodel(torch.from_numpy(x))
     out_j = jmodel(jt.array(x))
-    assert isinstance(out_t, dict) and isinstance(out_j, dict)
-    assert set(out_t) == set(out_j) == {"main", "aux"}
+    assert isinstance(out_t, T.TrainOutput) and isinstance(out_j, J.TrainOutput)
+    assert set(out_t.keys()) == set(out_j.keys()) == {"main", "aux"}
     res = {
         "train_main": _max_abs(out_j["main"].numpy(), out_t["main"].detach().numpy()),
         "train_aux": _max_abs(out_j["aux"].numpy(), out_t["aux"].detach().numpy()),

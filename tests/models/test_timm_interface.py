@@ -69,9 +69,17 @@ def test_forward_is_forward_features_then_forward_head(xxt, images) -> None:
 
 
 def test_training_mode_returns_main_and_aux_logits(images) -> None:
+    """The official dict's reads and timm's test_model_backward (a tuple output is
+    concatenated, its mean back-propagated, and every parameter must get a gradient)."""
     model = T.overlock_xxt(num_classes=NUM_CLASSES).train()
     out = model(images)
-    assert set(out) == {"main", "aux"} and out["aux"].shape == (2, NUM_CLASSES)
+    assert isinstance(out, tuple) and len(out) == 2 and out[0] is out["main"] is out.main
+    assert set(out.keys()) == {"main", "aux"} and out["aux"].shape == (2, NUM_CLASSES)
+    assert dict(out) == {"main": out[0], "aux": out[1]} and dict(out.items()) == dict(out)
+    with pytest.raises(KeyError):
+        out["logits"]
+    torch.cat(out).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def _hooked_stage_maps(model: T.OverLoCK, x: torch.Tensor) -> list[torch.Tensor]:
@@ -189,7 +197,11 @@ def test_fx_tracing_and_feature_extraction(name: str, images) -> None:
     assert torch.equal(out["logits"].flatten(1), want)
     assert out["stage2"].shape == (2, model.feature_info[1]["num_chs"], SIZE // 8, SIZE // 8)
     traced = torch.fx.symbolic_trace(model.train())  # the training graph: both heads
-    assert set(traced(images)) == {"main", "aux"}
+    eager_main, eager_aux = model(images)
+    main, aux = traced(images)  # a plain tuple: both logits are graph outputs (timm's fx tests)
+    assert main.shape == eager_main.shape and aux.shape == eager_aux.shape
+    output = next(node for node in traced.graph.nodes if node.op == "output")
+    assert len(output._input_nodes) == 2
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
