@@ -286,6 +286,16 @@ def onednn_active() -> bool:
     return compile_extern.mkl_ops is not None
 
 
+CUDA_FORMS_VARIABLE = "OVERLOCK_JITTOR_CUDA_FORMS"
+
+
+def cuda_forms() -> bool:
+    """True where the model takes its CUDA forms (Jittor's own ops and plain expressions instead
+    of the CPU kernels): on CUDA, and on the CPU with OVERLOCK_JITTOR_CUDA_FORMS=1, which tests
+    those lines without a GPU. Read at each call, so a test can switch it."""
+    return bool(jt.flags.use_cuda) or os.environ.get(CUDA_FORMS_VARIABLE) == "1"
+
+
 def code(shape: Any, dtype: Any, inputs: list[jt.Var], **kernel: Any) -> Any:
     """``jt.code`` (a C++ kernel over ``inputs``), with one Jittor 1.3.11 defect avoided: a fresh
     one-element ``jt.array`` is fused into its consumers as a constant, and a kernel that reads
@@ -297,4 +307,13 @@ def code(shape: Any, dtype: Any, inputs: list[jt.Var], **kernel: Any) -> Any:
     return jt.code(shape, dtype, inputs, **kernel)
 
 
-__all__ = ["DEVICE", "JittorSetupError", "code", "cuda_available", "jt", "onednn_active"]
+__all__ = [
+    "CUDA_FORMS_VARIABLE",
+    "DEVICE",
+    "JittorSetupError",
+    "code",
+    "cuda_available",
+    "cuda_forms",
+    "jt",
+    "onednn_active",
+]

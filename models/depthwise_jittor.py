@@ -14,7 +14,7 @@ over images with OpenMP. Jittor's ``nn.Conv2d`` calls a module's
 from __future__ import annotations
 
 from core.jittor_env import code as jittor_code
-from core.jittor_env import jt
+from core.jittor_env import cuda_forms, jt
 
 # Shapes: x (N, C, H, W), weight (C, 1, KH, KW), y (N, C, OH, OW), OH = H + 2*PH - DH*(KH-1).
 # Each thread takes whole images and transposes them to (H, W, C) in its own buffers, so the
@@ -154,7 +154,7 @@ def use_cpu_depthwise(model: jt.nn.Module) -> int:
     """Give every stride-1 depthwise ``nn.Conv2d`` of ``model`` the CPU kernels (no-op on CUDA,
     where Jittor has its own). Returns how many convolutions got them.
     """
-    if jt.flags.use_cuda:
+    if cuda_forms():
         return 0
     count = 0
     for module in model.modules():

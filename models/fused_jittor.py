@@ -12,7 +12,7 @@ Results equal the plain expressions up to float rounding (sums are taken in anot
 from __future__ import annotations
 
 from core.jittor_env import code as jittor_code
-from core.jittor_env import jt
+from core.jittor_env import cuda_forms, jt
 
 _INCLUDES = "#include <cmath>\n#include <vector>\n#include <omp.h>\n"
 
@@ -129,7 +129,7 @@ def batch_norm_train(
     """
     if x.ndim != 4 or weight.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
         raise ValueError(f"batch_norm_train: x {x.shape}, weight {weight.shape}, bias {bias.shape}")
-    if jt.flags.use_cuda or x.dtype not in ("float32", "float64"):
+    if cuda_forms() or x.dtype not in ("float32", "float64"):
         mean = x.mean(dims=[0, 2, 3])
         xc = x - mean.reshape(1, -1, 1, 1)
         var = (xc * xc).mean(dims=[0, 2, 3])
@@ -236,7 +236,7 @@ def layer_norm_channels(x: jt.Var, weight: jt.Var, bias: jt.Var, eps: float) -> 
         raise ValueError(
             f"layer_norm_channels: x {x.shape}, weight {weight.shape}, bias {bias.shape}"
         )
-    if jt.flags.use_cuda or x.dtype not in ("float32", "float64"):
+    if cuda_forms() or x.dtype not in ("float32", "float64"):
         xc = x - x.mean(1, keepdims=True)
         x = xc / jt.sqrt((xc * xc).mean(1, keepdims=True) + eps)
         return x * weight.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
@@ -286,7 +286,7 @@ class _GELU(jt.Function):
 
 def gelu(x: jt.Var) -> jt.Var:
     """GELU with the exact (erf) form, as ``torch.nn.GELU()``."""
-    if jt.flags.use_cuda or x.dtype not in ("float32", "float64"):
+    if cuda_forms() or x.dtype not in ("float32", "float64"):
         return jt.nn.gelu(x)
     return _GELU()(x)
 
@@ -351,7 +351,7 @@ class _Softmax(jt.Function):
 
 def softmax_last(x: jt.Var) -> jt.Var:
     """Softmax over the last dim (``torch.softmax(x, dim=-1)``)."""
-    if jt.flags.use_cuda or x.dtype not in ("float32", "float64"):
+    if cuda_forms() or x.dtype not in ("float32", "float64"):
         return jt.nn.softmax(x, dim=-1)
     return _Softmax()(x)
 

@@ -10,7 +10,7 @@ over (image, head) with OpenMP, each inner loop a contiguous multiply-add. On CU
 from __future__ import annotations
 
 from core.jittor_env import code as jittor_code
-from core.jittor_env import jt
+from core.jittor_env import cuda_forms, jt
 
 # a: (M, C, N), b: (M, C, L) -> out (M, N, L); M = flattened batch dims.
 _HEADER = r"""
@@ -90,7 +90,7 @@ def matmul_tn(a: jt.Var, b: jt.Var) -> jt.Var:
     """``a.transpose(-1, -2) @ b`` for ``a`` (..., C, N) and ``b`` (..., C, L) -> (..., N, L)."""
     if a.shape[:-1] != b.shape[:-1]:
         raise ValueError(f"matmul_tn: shapes {a.shape} and {b.shape} differ before the last axis")
-    if jt.flags.use_cuda:
+    if cuda_forms():
         return a.transpose(-1, -2) @ b
     batch, (c, n), length = a.shape[:-2], a.shape[-2:], b.shape[-1]
     flat = _MatmulTN()(a.reshape(-1, c, n), b.reshape(-1, c, length))

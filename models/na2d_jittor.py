@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.jittor_env import code as jittor_code
-from core.jittor_env import jt
+from core.jittor_env import cuda_forms, jt
 
 from .na2d_common import Pair, check_na2d_args, neighbour_table
 
@@ -73,7 +73,7 @@ def na2d_av(
     table = jt.array(_index_table(H, W, ks, dil))
     attn = attn.reshape(B, G, H * W, ks[0] * ks[1])
     value = value.reshape(B, G, H * W, C)
-    if jt.flags.use_cuda or CPU_FORM == "reindex":
+    if cuda_forms() or CPU_FORM == "reindex":
         out = _av_reindex(attn, value, table)
     else:
         out = _AVKernel.apply(attn, value, table)
