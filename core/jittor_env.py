@@ -149,7 +149,12 @@ def _isolate_compile_workers() -> None:
 # Stop signals (Ctrl-C, a scheduler's SIGTERM, ...) that arrive while Jittor imports wait until
 # it returns: raised inside the import, the handler's exception can end in one of Jittor's
 # `except Exception` blocks or in a C++ callback that drops it, and the run then goes on.
-_HELD_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+# The stop signals of engine.signals.STOP_SIGNALS (core cannot import the engine).
+_HELD_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
+)
 
 
 class _HeldStopSignals:
@@ -160,9 +165,8 @@ class _HeldStopSignals:
         self.slow_note, self.held, self.previous = slow_note, [], {}
 
     def __enter__(self) -> _HeldStopSignals:
-        for name in _HELD_SIGNALS:
-            signum = getattr(signal, name, None)
-            if signum is not None and callable(signal.getsignal(signum)):
+        for signum in _HELD_SIGNALS:
+            if callable(signal.getsignal(signum)):
                 self.previous[signum] = signal.signal(signum, self._hold)
         return self
 
@@ -186,10 +190,8 @@ class _HeldStopSignals:
     def defaults_in_a_child() -> None:
         # A compile worker forked by the import must die of a pool's SIGTERM even when it is
         # stuck in a lock that the fork copied held (a Python handler would never run there).
-        for name in _HELD_SIGNALS:
-            signum = getattr(signal, name, None)
-            handler = signal.getsignal(signum) if signum is not None else None
-            if getattr(handler, "__func__", None) is _HeldStopSignals._hold:
+        for signum in _HELD_SIGNALS:
+            if getattr(signal.getsignal(signum), "__func__", None) is _HeldStopSignals._hold:
                 signal.signal(signum, signal.SIG_DFL)
 
 

@@ -16,6 +16,12 @@ from core.jittor_env import cuda_forms, jt
 
 _INCLUDES = "#include <cmath>\n#include <vector>\n#include <omp.h>\n"
 
+
+def _kernels_take(x: jt.Var) -> bool:
+    """Whether the CPU kernels compute on ``x``; otherwise the plain Jittor expression does."""
+    return not cuda_forms() and x.dtype in ("float32", "float64")
+
+
 # --- BatchNorm with batch statistics (training) -----------------------------------------------
 # x (N, C, H, W) -> y, mean (C), biased var (C); one thread per channel block. Sums are taken
 # per image plane in the input's type (vectorised), then accumulated in double.
@@ -129,7 +135,7 @@ def batch_norm_train(
     """
     if x.ndim != 4 or weight.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
         raise ValueError(f"batch_norm_train: x {x.shape}, weight {weight.shape}, bias {bias.shape}")
-    if cuda_forms() or x.dtype not in ("float32", "float64"):
+    if not _kernels_take(x):
         mean = x.mean(dims=[0, 2, 3])
         xc = x - mean.reshape(1, -1, 1, 1)
         var = (xc * xc).mean(dims=[0, 2, 3])
@@ -236,7 +242,7 @@ def layer_norm_channels(x: jt.Var, weight: jt.Var, bias: jt.Var, eps: float) -> 
         raise ValueError(
             f"layer_norm_channels: x {x.shape}, weight {weight.shape}, bias {bias.shape}"
         )
-    if cuda_forms() or x.dtype not in ("float32", "float64"):
+    if not _kernels_take(x):
         xc = x - x.mean(1, keepdims=True)
         x = xc / jt.sqrt((xc * xc).mean(1, keepdims=True) + eps)
         return x * weight.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
@@ -286,7 +292,7 @@ class _GELU(jt.Function):
 
 def gelu(x: jt.Var) -> jt.Var:
     """GELU with the exact (erf) form, as ``torch.nn.GELU()``."""
-    if cuda_forms() or x.dtype not in ("float32", "float64"):
+    if not _kernels_take(x):
         return jt.nn.gelu(x)
     return _GELU()(x)
 
@@ -351,7 +357,7 @@ class _Softmax(jt.Function):
 
 def softmax_last(x: jt.Var) -> jt.Var:
     """Softmax over the last dim (``torch.softmax(x, dim=-1)``)."""
-    if cuda_forms() or x.dtype not in ("float32", "float64"):
+    if not _kernels_take(x):
         return jt.nn.softmax(x, dim=-1)
     return _Softmax()(x)
 
