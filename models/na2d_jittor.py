@@ -70,7 +70,7 @@ def na2d_av(
     ks, dil = check_na2d_args(attn.shape, value.shape, kernel_size, dilation)
     attn = attn.cast(value.dtype)
     B, G, H, W, C = value.shape
-    table = jt.array(_index_table(H, W, ks, dil))
+    table = jt.array(index_table(H, W, ks, dil))
     attn = attn.reshape(B, G, H * W, ks[0] * ks[1])
     value = value.reshape(B, G, H * W, C)
     if cuda_forms() or CPU_FORM == "reindex":
@@ -81,7 +81,7 @@ def na2d_av(
 
 
 @functools.lru_cache(maxsize=256)
-def _index_table(height: int, width: int, kernel_size: Pair, dilation: Pair) -> np.ndarray:
+def index_table(height: int, width: int, kernel_size: Pair, dilation: Pair) -> np.ndarray:
     """:func:`neighbour_table` as int32, the index type Jittor's reindex kernels use."""
     return neighbour_table(height, width, kernel_size, dilation).astype(np.int32)
 
@@ -99,87 +99,88 @@ def _av_reindex(attn: jt.Var, value: jt.Var, table: jt.Var) -> jt.Var:
 # attn (BG, N, KK), value / out (BG, N, C), table (N, KK) int32. Every output element is written
 # by one thread: forward and d_attn are gathers, parallel over (bg, n); d_value is a scatter-add,
 # parallel over bg only, so no two threads add into the same row.
-_FORWARD = r"""
-    // CDIM (the value dim) is a compile-time constant and each output row is summed in
-    // explicit 8-lane vectors held in registers (left to itself, g++ vectorised the tap loop
-    // with gathers, 6x slower for dim 24).
-    typedef out0_type lanes __attribute__((vector_size(8 * sizeof(out0_type))));
+#
+# AV_ROWS, the arithmetic of one query row, is shared with models/contmix_jittor.py. CDIM (the
+# value dim) is a compile-time constant and each row is summed in explicit 8-lane vectors held
+# in registers (left to itself, g++ vectorised the tap loop with gathers, 6x slower for dim 24).
+AV_ROWS = r"""
+    typedef in1_type T;  // attn is cast to the value type before the kernels
+    typedef T lanes __attribute__((vector_size(8 * sizeof(T))));
     constexpr int NV = CDIM / 8, REST = CDIM % 8;
+    // o[c] = sum_k a[k] * values[t[k], c]
+    auto av_row = [](const T* a, const int* t, const T* values, int KK, T* o) {
+        lanes acc[NV > 0 ? NV : 1] = {};
+        T rest[REST > 0 ? REST : 1] = {};
+        for (int k = 0; k < KK; k++) {
+            const T* v = values + (size_t)t[k] * CDIM;
+            const T w = a[k];
+            for (int j = 0; j < NV; j++) {
+                lanes x;
+                std::memcpy(&x, v + 8 * j, sizeof x);
+                acc[j] += w * x;
+            }
+            for (int c = 0; c < REST; c++) rest[c] += w * v[8 * NV + c];
+        }
+        for (int j = 0; j < NV; j++) std::memcpy(o + 8 * j, &acc[j], sizeof acc[j]);
+        for (int c = 0; c < REST; c++) o[8 * NV + c] = rest[c];
+    };
+    // da[k] = sum_c g[c] * values[t[k], c]
+    auto attn_grad_row = [](const T* g, const int* t, const T* values, int KK, T* da) {
+        lanes gv[NV > 0 ? NV : 1];
+        for (int j = 0; j < NV; j++) std::memcpy(&gv[j], g + 8 * j, sizeof gv[j]);
+        for (int k = 0; k < KK; k++) {
+            const T* v = values + (size_t)t[k] * CDIM;
+            lanes acc = {};
+            for (int j = 0; j < NV; j++) {
+                lanes x;
+                std::memcpy(&x, v + 8 * j, sizeof x);
+                acc += gv[j] * x;
+            }
+            T sum = 0;
+            for (int i = 0; i < 8; i++) sum += acc[i];
+            for (int c = 8 * NV; c < CDIM; c++) sum += g[c] * v[c];
+            da[k] = sum;
+        }
+    };
+    // dv[t[k], c] += a[k] * g[c]
+    auto value_grad_row = [](const T* a, const T* g, const int* t, int KK, T* dv) {
+        lanes gv[NV > 0 ? NV : 1];
+        for (int j = 0; j < NV; j++) std::memcpy(&gv[j], g + 8 * j, sizeof gv[j]);
+        for (int k = 0; k < KK; k++) {
+            T* row = dv + (size_t)t[k] * CDIM;
+            const T w = a[k];
+            for (int j = 0; j < NV; j++) {
+                lanes r;
+                std::memcpy(&r, row + 8 * j, sizeof r);
+                r += w * gv[j];
+                std::memcpy(row + 8 * j, &r, sizeof r);
+            }
+            for (int c = 8 * NV; c < CDIM; c++) row[c] += w * g[c];
+        }
+    };
+"""
+_FORWARD = r"""
     const int BG = in0_shape0 * in0_shape1, N = in0_shape2, KK = in0_shape3;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int bg = 0; bg < BG; bg++)
-        for (int n = 0; n < N; n++) {
-            const in0_type* a = in0_p + ((size_t)bg * N + n) * KK;
-            const int* t = in2_p + (size_t)n * KK;
-            const in1_type* values = in1_p + (size_t)bg * N * CDIM;
-            lanes acc[NV > 0 ? NV : 1] = {};
-            out0_type rest[REST > 0 ? REST : 1] = {};
-            for (int k = 0; k < KK; k++) {
-                const in1_type* v = values + (size_t)t[k] * CDIM;
-                const out0_type w = a[k];
-                for (int j = 0; j < NV; j++) {
-                    lanes x;
-                    std::memcpy(&x, v + 8 * j, sizeof x);
-                    acc[j] += w * x;
-                }
-                for (int c = 0; c < REST; c++) rest[c] += w * v[8 * NV + c];
-            }
-            out0_type* o = out0_p + ((size_t)bg * N + n) * CDIM;
-            for (int j = 0; j < NV; j++) std::memcpy(o + 8 * j, &acc[j], sizeof acc[j]);
-            for (int c = 0; c < REST; c++) o[8 * NV + c] = rest[c];
-        }
+        for (int n = 0; n < N; n++)
+            av_row(in0_p + ((size_t)bg * N + n) * KK, in2_p + (size_t)n * KK,
+                   in1_p + (size_t)bg * N * CDIM, KK, out0_p + ((size_t)bg * N + n) * CDIM);
 """
 _BACKWARD = r"""
-    typedef out1_type lanes __attribute__((vector_size(8 * sizeof(out1_type))));
-    constexpr int NV = CDIM / 8, REST = CDIM % 8;
     const int BG = in0_shape0 * in0_shape1, N = in0_shape2, KK = in0_shape3;
-    // d_attn[bg, n, k] = sum_c d_out[bg, n, c] * value[bg, table[n, k], c]
     #pragma omp parallel for collapse(2) schedule(static)
     for (int bg = 0; bg < BG; bg++)
-        for (int n = 0; n < N; n++) {
-            const in3_type* g = in3_p + ((size_t)bg * N + n) * CDIM;
-            const int* t = in2_p + (size_t)n * KK;
-            const in1_type* values = in1_p + (size_t)bg * N * CDIM;
-            out0_type* da = out0_p + ((size_t)bg * N + n) * KK;
-            lanes gv[NV > 0 ? NV : 1];
-            for (int j = 0; j < NV; j++) std::memcpy(&gv[j], g + 8 * j, sizeof gv[j]);
-            for (int k = 0; k < KK; k++) {
-                const in1_type* v = values + (size_t)t[k] * CDIM;
-                lanes acc = {};
-                for (int j = 0; j < NV; j++) {
-                    lanes x;
-                    std::memcpy(&x, v + 8 * j, sizeof x);
-                    acc += gv[j] * x;
-                }
-                out0_type sum = 0;
-                for (int i = 0; i < 8; i++) sum += acc[i];
-                for (int c = 8 * NV; c < CDIM; c++) sum += g[c] * v[c];
-                da[k] = sum;
-            }
-        }
-    // d_value[bg, table[n, k], c] += attn[bg, n, k] * d_out[bg, n, c]
+        for (int n = 0; n < N; n++)
+            attn_grad_row(in3_p + ((size_t)bg * N + n) * CDIM, in2_p + (size_t)n * KK,
+                          in1_p + (size_t)bg * N * CDIM, KK, out0_p + ((size_t)bg * N + n) * KK);
     #pragma omp parallel for schedule(static)
     for (int bg = 0; bg < BG; bg++) {
-        out1_type* dv = out1_p + (size_t)bg * N * CDIM;
+        T* dv = out1_p + (size_t)bg * N * CDIM;
         for (size_t i = 0; i < (size_t)N * CDIM; i++) dv[i] = 0;
-        for (int n = 0; n < N; n++) {
-            const in0_type* a = in0_p + ((size_t)bg * N + n) * KK;
-            const in3_type* g = in3_p + ((size_t)bg * N + n) * CDIM;
-            const int* t = in2_p + (size_t)n * KK;
-            lanes gv[NV > 0 ? NV : 1];
-            for (int j = 0; j < NV; j++) std::memcpy(&gv[j], g + 8 * j, sizeof gv[j]);
-            for (int k = 0; k < KK; k++) {
-                out1_type* row = dv + (size_t)t[k] * CDIM;
-                const out1_type w = a[k];
-                for (int j = 0; j < NV; j++) {
-                    lanes r;
-                    std::memcpy(&r, row + 8 * j, sizeof r);
-                    r += w * gv[j];
-                    std::memcpy(row + 8 * j, &r, sizeof r);
-                }
-                for (int c = 8 * NV; c < CDIM; c++) row[c] += w * g[c];
-            }
-        }
+        for (int n = 0; n < N; n++)
+            value_grad_row(in0_p + ((size_t)bg * N + n) * KK, in3_p + ((size_t)bg * N + n) * CDIM,
+                           in2_p + (size_t)n * KK, KK, dv);
     }
 """
 
@@ -191,7 +192,11 @@ class _AVKernel(jt.Function):
         self.saved = attn, value, table
         self.header = f"#include <cstring>\n#define CDIM {value.shape[3]}\n"
         return jittor_code(
-            value.shape, value.dtype, [attn, value, table], cpu_header=self.header, cpu_src=_FORWARD
+            value.shape,
+            value.dtype,
+            [attn, value, table],
+            cpu_header=self.header,
+            cpu_src=AV_ROWS + _FORWARD,
         )
 
     def grad(self, grad_out: jt.Var) -> tuple[jt.Var, jt.Var, None]:
@@ -201,7 +206,7 @@ class _AVKernel(jt.Function):
             [attn.dtype, value.dtype],
             [attn, value, table, grad_out],
             cpu_header=self.header,
-            cpu_src=_BACKWARD,
+            cpu_src=AV_ROWS + _BACKWARD,
         )
         return d_attn, d_value, None
 

@@ -21,10 +21,10 @@ import numpy as np
 
 from core.jittor_env import jt  # configures Jittor before its first import
 
-from .depthwise_jittor import use_cpu_depthwise
+from .contmix_jittor import contmix_av
+from .depthwise_jittor import CPUDepthwiseConv, use_cpu_depthwise
 from .fused_jittor import GELU, layer_norm_channels, softmax_last
 from .matmul_jittor import matmul_tn
-from .na2d_jittor import na2d_av
 from .overlock_common import (
     block_args,
     check_global_pool,
@@ -111,6 +111,14 @@ def merge_dilated_into_large_kernel(
     equivalent_kernel = convert_dilated_to_nondilated(dilated_kernel, dilated_r)
     pad = large_kernel.shape[2] // 2 - equivalent_kernel.shape[2] // 2
     return large_kernel + nn.pad(equivalent_kernel, [pad] * 4)
+
+
+def _merge_for_inference(conv: nn.Conv2d) -> bool:
+    """Whether a DilatedReparamBlock around ``conv`` merges its branches per call: in
+    evaluation without gradients, when ``conv`` has the CPU depthwise kernel (on CUDA, and in
+    the CUDA forms, the branches run as they are)."""
+    cpu_kernel = isinstance(getattr(conv, "depthwise_conv", None), CPUDepthwiseConv)
+    return cpu_kernel and not conv.is_training() and bool(jt.flags.no_grad)
 
 
 def stem(in_chans: int = 3, embed_dim: int = 96) -> nn.Sequential:
@@ -258,6 +266,11 @@ class DilatedReparamBlock(nn.Module):
     def execute(self, x: jt.Var) -> jt.Var:
         if not hasattr(self, "origin_bn"):  # deploy (merged) form
             return self.lk_origin(x)
+        if _merge_for_inference(self.lk_origin):
+            # Without gradients the branches are merged on the fly, as reparam() would: one
+            # conv instead of 1 + len(dilates) convs and BatchNorms (same math, to ~1e-6).
+            kernel, bias = self._merged_kernel()
+            return self.lk_origin.depthwise_conv(x, kernel) + bias.reshape(1, -1, 1, 1)
         out = self.origin_bn(self.lk_origin(x))
         for k, r in zip(self.kernel_sizes, self.dilates, strict=True):
             conv = getattr(self, f"dil_conv_k{k}_{r}")
@@ -265,18 +278,23 @@ class DilatedReparamBlock(nn.Module):
             out = out + bn(conv(x))
         return out
 
+    def _merged_kernel(self) -> tuple[jt.Var, jt.Var]:
+        """(kernel, bias) of the one conv equal to every branch and BN (BN running stats)."""
+        origin_k, origin_b = fuse_bn(self.lk_origin, self.origin_bn)
+        for k, r in zip(self.kernel_sizes, self.dilates, strict=True):
+            branch_k, branch_b = fuse_bn(
+                getattr(self, f"dil_conv_k{k}_{r}"), getattr(self, f"dil_bn_k{k}_{r}")
+            )
+            origin_k = merge_dilated_into_large_kernel(origin_k, branch_k, r)
+            origin_b = origin_b + branch_b
+        return origin_k, origin_b
+
     def merge_dilated_branches(self) -> None:
         """Fold every branch and BN into ``lk_origin`` (uses BN running statistics)."""
         if not hasattr(self, "origin_bn"):
             return
         with jt.no_grad():
-            origin_k, origin_b = fuse_bn(self.lk_origin, self.origin_bn)
-            for k, r in zip(self.kernel_sizes, self.dilates, strict=True):
-                branch_k, branch_b = fuse_bn(
-                    getattr(self, f"dil_conv_k{k}_{r}"), getattr(self, f"dil_bn_k{k}_{r}")
-                )
-                origin_k = merge_dilated_into_large_kernel(origin_k, branch_k, r)
-                origin_b = origin_b + branch_b
+            origin_k, origin_b = self._merged_kernel()
         channels, size = origin_k.shape[0], origin_k.shape[2]
         merged_conv = get_conv2d(
             channels,
@@ -565,11 +583,16 @@ class DynamicConvBlock(nn.Module):
         query = query.reshape(B, G, -1, H * W)  # b (g c) h w -> b g c n
         key = key.reshape(B, G, -1, 49)  # b (g c) 7 7 -> b g c l
         weight = matmul_tn(query, key)  # query^T @ key: b g n l (CPU: models/matmul_jittor.py)
-        weight = self.weight_proj(weight.permute(0, 3, 1, 2))  # 1x1 conv over l: b l' g n
-        weight = weight.permute(0, 2, 3, 1).reshape(B, G, H, W, -1)  # b g h w l'
-
-        split = [self.smk_size * self.smk_size, self.kernel_size * self.kernel_size]
-        attn1, attn2 = jt.split(weight, split, dim=-1)
+        # weight_proj, a 1x1 conv over l, as a product with each window's rows of its kernel:
+        # the twin's permutes around the conv and its split of the result are copies here.
+        weight = weight.reshape(B * G * H * W, -1)
+        proj_w = self.weight_proj.weight.reshape(self.weight_proj.weight.shape[0], -1)
+        proj_b = self.weight_proj.bias
+        small = self.smk_size * self.smk_size
+        attn1, attn2 = (
+            (nn.matmul_transpose(weight, proj_w[rows]) + proj_b[rows]).reshape(B, G, H, W, -1)
+            for rows in (slice(0, small), slice(small, None))
+        )
         attn1 = self.apply_rpb(attn1, self.rpb1, H, W, self.smk_size)
         attn2 = self.apply_rpb(attn2, self.rpb2, H, W, self.kernel_size)
         attn1 = softmax_last(attn1)
@@ -585,14 +608,9 @@ class DynamicConvBlock(nn.Module):
         B, _, H, W = x.shape
 
         attn1, attn2 = self._dynamic_kernels(x_f, C, C_h, H, W)
-        G = self.num_heads
-        # b (m g c) h w -> m b g h w c: the first half of the channels uses the small window.
-        value = x.reshape(B, 2, G, -1, H, W).permute(1, 0, 2, 4, 5, 3)
-
-        x1 = na2d_av(attn1, value[0], kernel_size=self.smk_size)
-        x2 = na2d_av(attn2, value[1], kernel_size=self.kernel_size)
-        x = jt.concat([x1, x2], dim=1)  # b 2g h w c
-        x = x.permute(0, 1, 4, 2, 3).reshape(B, -1, H, W)  # b (2g c) h w
+        # The first half of the channels uses the small window: b (m g c) h w, two na2d_av
+        # (one kernel on the CPU, without the twin's permutes and copies).
+        x = contmix_av(attn1, attn2, x, self.smk_size, self.kernel_size)
         return _pool_to_size_of(x, inputs)
 
     def _forward_inner(self, x: jt.Var, h_x: jt.Var, h_r: jt.Var) -> tuple[jt.Var, jt.Var | None]:

@@ -278,11 +278,8 @@ class DilatedReparamBlock(nn.Module):
                 out = out + module(branch)
         return out
 
-    @torch.no_grad()
-    def merge_dilated_branches(self) -> None:
-        """Fold every branch and BN into ``lk_origin`` (uses BN running statistics)."""
-        if not hasattr(self, "origin_bn"):
-            return
+    def _merged_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kernel, bias) of the one conv equal to every branch and BN (BN running stats)."""
         origin_k, origin_b = fuse_bn(self.lk_origin, self.origin_bn)
         for k, r in zip(self.kernel_sizes, self.dilates, strict=True):
             branch_k, branch_b = fuse_bn(
@@ -290,6 +287,14 @@ class DilatedReparamBlock(nn.Module):
             )
             origin_k = merge_dilated_into_large_kernel(origin_k, branch_k, r)
             origin_b = origin_b + branch_b
+        return origin_k, origin_b
+
+    @torch.no_grad()
+    def merge_dilated_branches(self) -> None:
+        """Fold every branch and BN into ``lk_origin`` (uses BN running statistics)."""
+        if not hasattr(self, "origin_bn"):
+            return
+        origin_k, origin_b = self._merged_kernel()
         channels, size = origin_k.size(0), origin_k.size(2)
         merged_conv = get_conv2d(
             channels,
