@@ -1,18 +1,17 @@
-"""Benchmark Jittor against PyTorch on the OverLoCK training step, side by side.
+"""Benchmark Jittor against PyTorch's eager *and* best modes on OverLoCK, in one run.
 
-For each framework, in a fresh process per round (frameworks alternate, so both see the same
-machine state), it measures on one random batch:
-
-- the training step (forward, backward, AdamW: the exact step of train.py / train_torch.py),
-- evaluation throughput (main head, no gradients),
-- the ``na2d_av`` op alone, forward and forward+backward, on every shape the model uses,
-- the process's peak memory (resident set on the CPU; allocator peak on a GPU).
-
-The first steps are warm-up and excluded (Jittor compiles kernels there; that time is reported
-separately as ``first_step_s``). Each timing is the median over ``--steps`` repetitions; the
-table takes the median over ``--rounds`` rounds. When ``.venv-natten`` exists, NATTEN's own
-``na2d_av`` is timed on the same shapes. Results: OUT/bench.csv (every round) and OUT/bench.md
-(the summary table), with the Jittor/PyTorch ratios printed last.
+Peers: PyTorch ``eager``, ``channels_last``, ``compile`` (torch.compile, one static graph per
+shape), ``compile_channels_last``, and ``jittor``; each in a fresh process per round, the order
+alternating between rounds so that all see the same machine state. Each measures on random
+batches: the training step of the standard form (forward, backward, AdamW: the step of train.py /
+train_torch.py) at ``--batch-size``; evaluation throughput (main head, no gradients) at each
+``--eval-batch-sizes`` for the standard and the reparameterised (deploy) form; peak memory
+(resident set on the CPU, allocator peak on a GPU); the eager peers also time the ``na2d_av``
+op alone on the model's shapes (and NATTEN's op when ``.venv-natten`` exists). First calls are
+warm-up, reported apart (compilation: ``first_step_s``, ``first_eval_s``). Timings are medians
+over ``--steps`` calls, the table the median over ``--rounds`` rounds. Results: OUT/bench.csv
+(every round), OUT/bench.md (the table); the ratios of Jittor to the best PyTorch peer of each
+measure are printed last.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.bench_table import FORMS, PEERS, best_peers, markdown, metrics, summarise
 from core.cli import ArgumentParser, HelpFormatter, main_guard
 from core.errors import UsageError
 from core.files import atomic_write_bytes, check_writable_folder
@@ -39,44 +39,30 @@ from models.variants import NAMES
 
 REPO = Path(__file__).resolve().parent
 NATTEN_PYTHON = REPO / ".venv-natten" / "bin" / "python"
-FRAMEWORKS = ("torch", "jittor")
-# metric -> (label, unit, lower is better)
-METRICS = {
-    "step_ms": ("training step (fwd+bwd+AdamW)", "ms", True),
-    "train_images_per_s": ("training throughput", "images/s", False),
-    "eval_images_per_s": ("eval throughput", "images/s", False),
-    "na2d_fwd_ms": ("na2d_av forward, all model shapes", "ms", True),
-    "na2d_fwd_bwd_ms": ("na2d_av forward+backward, all model shapes", "ms", True),
-    "peak_mem_mib": ("peak memory", "MiB", True),
-    "first_step_s": ("first step (Jittor: kernel compilation)", "s", True),
-}
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
+    return statistics.median(_seconds(fn) * 1000 for _ in range(repeats))
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-# --- worker: one framework in this process ---------------------------------------------------
-def _torch_ops(device: str, natten: bool) -> dict[str, Any]:
+# --- worker: one peer in this process -----------------------------------------------------
+def _torch_na2d(device: str, natten: bool) -> tuple[Callable, Callable[[], float], str]:
     import torch
 
     from models import na2d_torch
 
     if natten:
         na2d_torch.set_na2d_backend("natten")
-
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
 
     def na2d(attn: np.ndarray, value: np.ndarray, kernel: int, backward: bool) -> Callable:
         a = torch.from_numpy(attn).to(device).requires_grad_(backward)
@@ -86,24 +72,20 @@ def _torch_ops(device: str, natten: bool) -> dict[str, Any]:
             out = na2d_torch.na2d_av(a, v, kernel_size=kernel)
             if backward:
                 torch.autograd.grad(out.sum(), [a, v])
-            sync()
+            if device == "cuda":
+                torch.cuda.synchronize()
 
         return run
 
     def peak_mib() -> float:
-        if device == "cuda":
-            return torch.cuda.max_memory_allocated() / 2**20
-        return _peak_rss_mib()
+        on_gpu = device == "cuda"
+        return torch.cuda.max_memory_allocated() / 2**20 if on_gpu else _peak_rss_mib()
 
-    version = torch.__version__
-    if natten:
-        import natten as natten_module
-
-        version = f"{natten_module.__version__} (torch {torch.__version__})"
-    return {"na2d": na2d, "sync": sync, "peak_mib": peak_mib, "version": version}
+    version = f"{__import__('natten').__version__} (torch " if natten else ""
+    return na2d, peak_mib, version + torch.__version__ + (")" if natten else "")
 
 
-def _jittor_ops() -> dict[str, Any]:
+def _jittor_na2d() -> tuple[Callable, Callable[[], float], str]:
     from core.jittor_env import jt
     from models import na2d_jittor
 
@@ -121,66 +103,98 @@ def _jittor_ops() -> dict[str, Any]:
 
         return run
 
-    def peak_mib() -> float:
-        return _peak_rss_mib()  # on a GPU: host memory only (Jittor has no allocator peak API)
-
-    return {"na2d": na2d, "sync": jt.sync_all, "peak_mib": peak_mib, "version": jt.__version__}
+    # On a GPU: host memory only (Jittor has no allocator peak API).
+    return na2d, _peak_rss_mib, jt.__version__
 
 
 def _model_na2d_shapes(framework: str, backend: Any, images: np.ndarray) -> list[list]:
-    """(attn shape, value shape, kernel) of every na2d_av call in one forward of the model."""
+    """(attn shape, value shape, kernel) of every na2d_av in one forward of the model (Jittor's
+    twin runs each ContMix's two as one ``contmix_av``)."""
+    calls = []
     if framework == "torch":
         from models import overlock_torch as module
+
+        name, original = "na2d_av", module.na2d_av
+
+        def recording(attn, value, kernel_size, *args, **kwargs):
+            calls.append([list(attn.shape), list(value.shape), int(kernel_size)])
+            return original(attn, value, kernel_size, *args, **kwargs)
     else:
         from models import overlock_jittor as module
-    calls = []
-    original = module.na2d_av
 
-    def recording(attn, value, kernel_size, *args, **kwargs):
-        calls.append([list(attn.shape), list(value.shape), int(kernel_size)])
-        return original(attn, value, kernel_size, *args, **kwargs)
+        name, original = "contmix_av", module.contmix_av
 
-    module.na2d_av = recording
+        def recording(attn_small, attn_large, x, kernel_small, kernel_large):
+            B, C, H, W = x.shape
+            value = [B, attn_small.shape[1], H, W, C // (2 * attn_small.shape[1])]
+            for attn, kernel in ((attn_small, kernel_small), (attn_large, kernel_large)):
+                calls.append([list(attn.shape), value, int(kernel)])
+            return original(attn_small, attn_large, x, kernel_small, kernel_large)
+
+    setattr(module, name, recording)
     try:
         backend.eval_logits(images)
     finally:
-        module.na2d_av = original
+        setattr(module, name, original)
     return calls
 
 
-def run_worker(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure one framework in this process; returns the result row."""
-    rng = np.random.default_rng(0)
+def _backend(args: argparse.Namespace) -> Any:
+    _, framework, channels_last, compiled = PEERS[args.worker]
+    if framework == "torch":
+        from backends.torch_backend import TorchBackend
+
+        options = dict(compile_model=compiled, compile_dynamic=False, channels_last=channels_last)
+        return TorchBackend(args.device, 1e-3, 0.01, 0.4, **options)
+    from backends.jittor_backend import JittorBackend
+
+    return JittorBackend(args.device, 1e-3, 0.01, 0.4)
+
+
+def _time_model(args: argparse.Namespace, result: dict[str, Any], rng: np.random.Generator) -> Any:
+    """The training step, then evaluation of both forms at every batch size, into ``result``."""
+    backend = _backend(args)  # before Jittor's first import: it configures the device
+    backend.build(f"overlock_{args.model}", args.num_classes, seed=0)
     images = rng.standard_normal((args.batch_size, 3, args.img_size, args.img_size))
     images = images.astype(np.float32)
     labels = rng.integers(0, args.num_classes, args.batch_size)
-    result: dict[str, Any] = {"framework": args.worker, "device": args.device}
-    shapes = json.loads(args.shapes) if args.shapes else None
-
-    if args.worker == "natten":  # NATTEN's op only, in .venv-natten
-        ops = _torch_ops(args.device, natten=True)
-    else:
-        if args.worker == "torch":
-            from backends.torch_backend import TorchBackend as Backend
-        else:
-            from backends.jittor_backend import JittorBackend as Backend
-        # First the backend: it configures Jittor for the device before Jittor's first import.
-        backend = Backend(args.device, 1e-3, 0.01, 0.4)
-        ops = _torch_ops(args.device, natten=False) if args.worker == "torch" else _jittor_ops()
-        backend.build(f"overlock_{args.model}", args.num_classes, seed=0)
-        t0 = time.perf_counter()
+    result["first_step_s"] = _seconds(lambda: backend.train_step(images, labels))
+    for _ in range(args.warmup):
         backend.train_step(images, labels)
-        result["first_step_s"] = time.perf_counter() - t0
-        for _ in range(args.warmup):
-            backend.train_step(images, labels)
-        result["step_ms"] = _median_ms(lambda: backend.train_step(images, labels), args.steps)
-        result["train_images_per_s"] = 1000 * args.batch_size / result["step_ms"]
-        backend.eval_logits(images)  # warm-up (compiles the eval graph)
-        eval_ms = _median_ms(lambda: backend.eval_logits(images), args.steps)
-        result["eval_images_per_s"] = 1000 * args.batch_size / eval_ms
-        result["peak_mem_mib"] = ops["peak_mib"]()  # before the op benchmark adds its own
-        shapes = _model_na2d_shapes(args.worker, backend, images)
+    result["step_ms"] = _median_ms(lambda: backend.train_step(images, labels), args.steps)
+    result["first_eval_s"] = 0.0
+    for prefix in FORMS:
+        if prefix:  # the deploy form of the trained weights (BatchNorm statistics included)
+            backend.load(backend.model_state(), f"overlock_{args.model}", args.num_classes, True)
+        for size in args.eval_batch_sizes:
+            batch = rng.standard_normal((size, 3, args.img_size, args.img_size))
+            batch = batch.astype(np.float32)
+            result["first_eval_s"] += _seconds(lambda b=batch: backend.eval_logits(b))
+            for _ in range(args.warmup):
+                backend.eval_logits(batch)
+            eval_ms = _median_ms(lambda b=batch: backend.eval_logits(b), args.steps)
+            result[f"{prefix}eval_b{size}_images_per_s"] = 1000 * size / eval_ms
+    return backend, images
 
+
+def run_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure one peer in this process; returns the result row."""
+    rng = np.random.default_rng(0)
+    result: dict[str, Any] = {"peer": args.worker, "device": args.device}
+    shapes = json.loads(args.shapes) if args.shapes else None
+    if args.worker == "natten":  # NATTEN's op only, in .venv-natten
+        na2d, peak_mib, version = _torch_na2d(args.device, natten=True)
+    else:
+        framework = PEERS[args.worker][1]
+        backend, images = _time_model(args, result, rng)
+        na2d, peak_mib, version = (
+            _torch_na2d(args.device, natten=False) if framework == "torch" else _jittor_na2d()
+        )
+        result["peak_mem_mib"] = peak_mib()  # before the op benchmark adds its own
+        if args.worker not in ("eager", "jittor"):
+            result["version"] = version
+            return result
+        shapes = _model_na2d_shapes(framework, backend, images[:1].repeat(args.batch_size, 0))
     assert shapes, "the model made no na2d_av call"
     result["na2d_shapes"] = shapes
     for key, backward in (("na2d_fwd_ms", False), ("na2d_fwd_bwd_ms", True)):
@@ -188,7 +202,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         for attn_shape, value_shape, kernel in shapes:
             attn = rng.random(attn_shape, dtype=np.float32)
             value = rng.standard_normal(value_shape).astype(np.float32)
-            runs.append(ops["na2d"](attn, value, kernel, backward))
+            runs.append(na2d(attn, value, kernel, backward))
 
         def all_shapes(runs: list[Callable] = runs) -> None:
             for run in runs:
@@ -197,14 +211,15 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.warmup + 1):
             all_shapes()
         result[key] = _median_ms(all_shapes, args.steps)
-    result["version"] = ops["version"]
+    result["version"] = version
     return result
 
 
-# --- driver: alternate fresh worker processes, then summarise --------------------------------
-def _worker_cmd(python: Path | str, framework: str, args: argparse.Namespace, shapes=None):
-    cmd = [str(python), str(REPO / "bench.py"), "--worker", framework]
+# --- driver: alternate fresh worker processes, then summarise ------------------------------
+def _worker_cmd(python: Path | str, peer: str, args: argparse.Namespace, shapes=None) -> list:
+    cmd = [str(python), str(REPO / "bench.py"), "--worker", peer]
     cmd += ["--model", args.model, "--batch-size", str(args.batch_size)]
+    cmd += ["--eval-batch-sizes", *map(str, args.eval_batch_sizes)]
     cmd += ["--img-size", str(args.img_size), "--steps", str(args.steps)]
     cmd += ["--warmup", str(args.warmup), "--device", args.device]
     if shapes is not None:
@@ -221,55 +236,22 @@ def _run_worker_process(cmd: list[str]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Median over rounds of each metric, per framework."""
-    summary: dict[str, dict[str, float]] = {}
-    for framework in sorted({r["framework"] for r in rows}):
-        mine = [r for r in rows if r["framework"] == framework]
-        summary[framework] = {
-            m: statistics.median(r[m] for r in mine) for m in METRICS if m in mine[0]
-        }
-    return summary
-
-
-def markdown(summary: dict[str, dict[str, float]], context: str) -> str:
-    has_natten = "natten" in summary
-    head = "| metric | PyTorch | Jittor | Jittor / PyTorch |" + (" NATTEN |" if has_natten else "")
-    lines = [context, "", head, "|" + " --- |" * (5 if has_natten else 4)]
-    torch_, jittor = summary.get("torch", {}), summary.get("jittor", {})
-    for metric, (label, unit, _) in METRICS.items():
-        if metric not in torch_ and metric not in jittor:
-            continue
-        t, j = torch_.get(metric), jittor.get(metric)
-        ratio = f"{j / t:.2f}x" if t and j else ""
-        cells = [f"{label} ({unit})", _num(t), _num(j), ratio]
-        if has_natten:
-            cells.append(_num(summary["natten"].get(metric)))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default="xxt", choices=NAMES)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="of the training step")
+    parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--img-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3, help="worker processes per framework")
+    parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS))
+    parser.add_argument("--rounds", type=int, default=3, help="worker processes per peer")
     parser.add_argument("--steps", type=int, default=10, help="timed repetitions per measure")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps after the first")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     parser.add_argument(
         "--no-natten", action="store_true", help="skip NATTEN even if .venv-natten exists"
     )
     parser.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
-    parser.add_argument("--worker", choices=(*FRAMEWORKS, "natten"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*PEERS, "natten"), help=argparse.SUPPRESS)
     parser.add_argument("--shapes", help=argparse.SUPPRESS)
     parser.add_argument("--num-classes", type=int, default=20, help=argparse.SUPPRESS)
     return parser
@@ -289,6 +271,8 @@ def _bench(argv: list[str] | None) -> None:
     for flag in ("batch_size", "rounds", "steps"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    if min(args.eval_batch_sizes) < 1:
+        raise UsageError("--eval-batch-sizes must all be at least 1")
     if args.img_size < 32 or args.img_size % 32:
         raise UsageError("--img-size must be a multiple of 32 (OverLoCK downsamples by 32)")
     if args.warmup < 0:
@@ -299,59 +283,51 @@ def _bench(argv: list[str] | None) -> None:
 
 
 def _run_rounds(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Any]:
-    """Every round's worker rows (frameworks alternating), and the model's na2d_av shapes."""
+    """Every round's worker rows (peers alternating), and the model's na2d_av shapes."""
     use_natten = NATTEN_PYTHON.is_file() and not args.no_natten and args.device == "cpu"
     rows: list[dict[str, Any]] = []
     shapes = None
     for round_ in range(args.rounds):
-        order = args.frameworks if round_ % 2 == 0 else args.frameworks[::-1]
-        for framework in order:
-            print(f"round {round_ + 1}/{args.rounds}: {framework} ...", flush=True)
-            row = _run_worker_process(_worker_cmd(sys.executable, framework, args))
-            shapes = row["na2d_shapes"]
+        order = args.peers if round_ % 2 == 0 else args.peers[::-1]
+        for peer in order:
+            print(f"round {round_ + 1}/{args.rounds}: {PEERS[peer][0]} ...", flush=True)
+            row = _run_worker_process(_worker_cmd(sys.executable, peer, args))
+            shapes = row.get("na2d_shapes", shapes)
             rows.append({"round": round_ + 1, **row})
-        if use_natten:
-            print(f"round {round_ + 1}/{args.rounds}: natten (na2d_av only) ...", flush=True)
+        if use_natten and shapes:
+            print(f"round {round_ + 1}/{args.rounds}: NATTEN (na2d_av only) ...", flush=True)
             row = _run_worker_process(_worker_cmd(NATTEN_PYTHON, "natten", args, shapes))
             rows.append({"round": round_ + 1, **row})
     return rows, shapes
 
 
 def _report(args: argparse.Namespace, rows: list[dict[str, Any]], shapes: Any) -> None:
-    """OUT/bench.csv (every round), OUT/bench.md (the summary, also printed) and the ratios."""
-    columns = ["round", "framework", "version", "device", *METRICS]
+    """OUT/bench.csv (every round), OUT/bench.md (the table, also printed) and the ratios."""
+    table = metrics(args.eval_batch_sizes)
+    columns = ["round", "peer", "version", "device", *table]
     lines = [",".join(columns)]
     for row in rows:
-        lines.append(",".join(_csv_cell(row.get(c)) for c in columns))
-    atomic_write_bytes(args.out / "bench.csv", ("\n".join(lines) + "\n").encode())
-
+        cells = (row.get(c) for c in columns)
+        lines.append(",".join(f"{v:.6g}" if isinstance(v, float) else str(v or "") for v in cells))
     summary = summarise(rows)
-    versions = {r["framework"]: r["version"] for r in rows}
+    versions = {PEERS.get(r["peer"], ("", "natten"))[1]: r["version"] for r in rows}
     context = (
-        f"OverLoCK-{args.model.upper()}, batch {args.batch_size}, {args.img_size}x{args.img_size}, "
-        f"{args.device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores); "
-        f"median of {args.rounds} rounds x {args.steps} steps; "
+        f"OverLoCK-{args.model.upper()}, training batch {args.batch_size}, "
+        f"{args.img_size}x{args.img_size}, {args.device} "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores); median of "
+        f"{args.rounds} rounds x {args.steps} calls; "
         + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
-        + f". na2d_av shapes (attn, value, K): {shapes}"
+        + f"; na2d_av shapes (attn, value, K): {shapes}"
     )
-    table = markdown(summary, context)
-    atomic_write_bytes(args.out / "bench.md", table.encode())
-    print(table)
-    torch_, jittor = summary.get("torch", {}), summary.get("jittor", {})
-    if torch_ and jittor:
-        print(
-            f"Jittor/PyTorch: step time {jittor['step_ms'] / torch_['step_ms']:.2f}x, "
-            f"eval throughput {jittor['eval_images_per_s'] / torch_['eval_images_per_s']:.2f}x, "
-            f"na2d fwd+bwd {jittor['na2d_fwd_bwd_ms'] / torch_['na2d_fwd_bwd_ms']:.2f}x, "
-            f"peak memory {jittor['peak_mem_mib'] / torch_['peak_mem_mib']:.2f}x"
-        )
+    report = markdown(summary, table, context)
+    atomic_write_bytes(args.out / "bench.csv", ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(args.out / "bench.md", report.encode())
+    print(report)
+    ratios = best_peers(summary, table)
+    if ratios:
+        said = [f"{table[m][0]} {r:.2f}x ({PEERS[p][0]})" for m, (r, p) in ratios.items()]
+        print("Jittor / the best PyTorch peer: " + "; ".join(said))
     print(f"wrote {args.out / 'bench.csv'} and {args.out / 'bench.md'}")
-
-
-def _csv_cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else str(value)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ framework calls): evaluation, effective receptive fields, Grad-CAM and training-
 - ``gradcam``: the Grad-CAM command, its method in ``gradcam_maps``, its figure in
   ``gradcam_figure``;
 - ``plotting``: training curves and tables from the CSV logs (plot.py, plot_torch.py);
+- ``bench_table``: bench.py's table (medians over rounds, Jittor against the best PyTorch peer);
 - ``checkpoints``, ``inputs``, ``output``: what they share (reading weights, the validation
   images and common flags, the output folders checked before the work and each result's
   files written all or none).

@@ -131,9 +131,14 @@ class TorchBackend(Backend):
         clip_grad: float = 0.0,
         amp: bool = False,
         compile_model: bool = False,
+        compile_dynamic: bool | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.torch_device = pick_device(device)
-        self.compile_model = compile_model
+        # compile_dynamic is torch.compile's ``dynamic`` (None: shapes that change once are
+        # recompiled as dynamic; False: one static graph per shape, the fastest per call).
+        self.compile_model, self.compile_dynamic = compile_model, compile_dynamic
+        self.channels_last = channels_last
         self._first_call_s: dict[str, float] = {}
         self.lr, self.weight_decay, self.aux_weight = lr, weight_decay, aux_weight
         self.clip_grad, self.amp = clip_grad, amp
@@ -155,8 +160,10 @@ class TorchBackend(Backend):
     def load(
         self, state: StateDict, model_name: str, num_classes: int, reparam: bool = False
     ) -> None:
-        self.model = load_model(state, model_name, num_classes, self.torch_device, reparam)
-        self.evaluated = self.model
+        self.model = self._laid_out(
+            load_model(state, model_name, num_classes, self.torch_device, reparam)
+        )
+        self.evaluated = self._compiled(self.model) if self.compile_model else self.model
 
     def stage_input_grads(
         self, images: np.ndarray
@@ -191,7 +198,7 @@ class TorchBackend(Backend):
             drop_path_rate=drop_path,
             use_checkpoint=list(grad_checkpoint),
         )
-        self.model = network.to(self.torch_device)
+        self.model = self._laid_out(network.to(self.torch_device))
         self.trained = self.model  # what train_step calls: the DDP wrapper when distributed
         if self.distributed:
             # DDP warns that depthwise weights' gradients (C, 1, k, k) have other strides than its
@@ -211,8 +218,8 @@ class TorchBackend(Backend):
             # One compiled wrapper per calling module: the plain model (evaluation) and, under
             # torchrun, the DDP wrapper around it (training; DDP's optimiser splits the graph at
             # its gradient buckets). The weights stay those of self.model, as do the state keys.
-            self.evaluated = torch.compile(self.model)
-            self.trained = torch.compile(self.trained) if self.distributed else self.evaluated
+            self.evaluated = self._compiled(self.model)
+            self.trained = self._compiled(self.trained) if self.distributed else self.evaluated
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(
             param_groups(self.params, decay_1d),
@@ -224,6 +231,14 @@ class TorchBackend(Backend):
         self.ema_decay = ema_decay
         if ema_decay > 0:
             self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    def _laid_out(self, model: nn.Module) -> nn.Module:
+        """``model``, its 4-d weights in channels-last order when asked for (the convolutions
+        then also give channels-last outputs; the values are the same)."""
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def _compiled(self, module: nn.Module) -> nn.Module:
+        return torch.compile(module, dynamic=self.compile_dynamic)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
