@@ -1,0 +1,157 @@
+"""The command of compare.py: its flags, the study's settings (saved in study.json and checked
+when a study continues), training the runs (``analysis.compare_study``), seed 0's ERF and
+Grad-CAM (``analysis.compare_maps``) and the report (``analysis.compare_report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from analysis.compare_maps import seed0_maps, up_to_date
+from analysis.compare_report import FIGURE, REPORT, TABLE, summary_lines, write_report
+from analysis.compare_study import (
+    Run,
+    StudySettings,
+    announce,
+    check_same_study,
+    load_settings,
+    plan,
+    run_status,
+    run_study,
+    save_settings,
+)
+from backends.base import Backend
+from core.cli import ArgumentParser, HelpFormatter
+from core.errors import RunStoppedError, UsageError
+from core.files import check_writable_folder
+
+DEFAULT_SEEDS, DEFAULT_EPOCHS = 3, 20
+BackendClasses = Callable[[], Mapping[str, type[Backend]]]
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The flags of compare.py (training flags for both scripts go after ``--``)."""
+    parser = ArgumentParser(
+        description=description, formatter_class=HelpFormatter, usage="%(prog)s [options] [-- "
+        "training flags]"
+    )  # fmt: skip
+    parser.add_argument(
+        "--data", type=Path, help="TinyImageNet folder; default: the generated dataset"
+    )
+    parser.add_argument(
+        "--seeds", type=int, help=f"seeds 0..N-1 (default: the study's, else {DEFAULT_SEEDS})"
+    )
+    parser.add_argument(
+        "--epochs", type=int, help=f"per run (default: the study's, else {DEFAULT_EPOCHS})"
+    )
+    parser.add_argument("--train-per-class", type=int, help="training images per class (cap)")
+    parser.add_argument("--val-per-class", type=int, help="validation images per class (cap)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("logs") / "compare", help="the study's folder"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing: rebuild the report"
+    )
+    parser.add_argument("--no-maps", action="store_true", help="skip seed 0's ERF and Grad-CAM")
+    parser.add_argument("--erf-images", type=int, default=200, help="validation images (ERF)")
+    parser.add_argument(
+        "--gradcam-images", type=int, default=4, help="first validation images (Grad-CAM)"
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="for ERF and Grad-CAM"
+    )
+    return parser
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(compare.py's flags, the training flags after ``--``)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
+def _check(args: argparse.Namespace) -> None:
+    for flag, value in (
+        ("--seeds", args.seeds), ("--epochs", args.epochs), ("--erf-images", args.erf_images),
+        ("--gradcam-images", args.gradcam_images), ("--train-per-class", args.train_per_class),
+        ("--val-per-class", args.val_per_class),
+    ):  # fmt: skip
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1 (got {value})")
+    if args.data is not None and not args.data.is_dir():
+        raise UsageError(f"--data {args.data}: no such folder")
+
+
+def settings_of(
+    args: argparse.Namespace, train_args: list[str], saved: StudySettings | None
+) -> StudySettings:
+    """The study's settings: the flags given, the saved study's seeds and epochs otherwise."""
+    extra = []
+    for flag, value in (
+        ("--train-per-class", args.train_per_class), ("--val-per-class", args.val_per_class)
+    ):  # fmt: skip
+        if value is not None:
+            extra += [flag, str(value)]
+    data = None if args.data is None else str(args.data.resolve())
+    seeds = args.seeds or (saved.seeds if saved else DEFAULT_SEEDS)
+    epochs = args.epochs or (saved.epochs if saved else DEFAULT_EPOCHS)
+    return StudySettings(data, epochs, seeds, extra + train_args)
+
+
+def _report(root: Path, settings: StudySettings) -> None:
+    data = write_report(root, settings)
+    for line in summary_lines(data):
+        announce(f"compare: {line}")
+    announce(f"compare: wrote {root / REPORT}, {root / FIGURE}, {root / TABLE}")
+
+
+def _maps(
+    args: argparse.Namespace, root: Path, settings: StudySettings, backends: BackendClasses
+) -> None:
+    pair = [run_status(root, Run(f, 0), settings.epochs) for f in ("torch", "jittor")]
+    if args.no_maps or any(s.state != "complete" for s in pair):
+        return
+    if up_to_date(root):
+        announce("compare: seed 0's ERF and Grad-CAM figures are up to date")
+        return
+    seed0_maps(root, backends(), args.erf_images, args.gradcam_images, args.device)
+
+
+def _started(root: Path, saved: StudySettings) -> bool:
+    """Whether any run of the saved study has trained (until then its settings may change, e.g.
+    after a mistyped training flag stopped the first run)."""
+    return any(run_status(root, r, saved.epochs).state != "missing" for r in plan(saved.seeds))
+
+
+def run_compare(argv: Sequence[str], description: str, backends: BackendClasses) -> None:
+    """What compare.py does; ``backends()`` imports and returns both Backend classes (only
+    the ERF and Grad-CAM step needs them)."""
+    own, train_args = split_argv(argv)
+    args = build_parser(description).parse_args(own)
+    _check(args)
+    root = args.out
+    saved = load_settings(root)
+    settings = settings_of(args, train_args, saved)
+    if args.report_only:
+        if saved is None and not root.is_dir():
+            raise UsageError(f"--report-only: {root} holds no study (run compare.py first)")
+        base = saved or settings
+        settings = StudySettings(base.data, settings.epochs, settings.seeds, base.train_args)
+        check_writable_folder(root, f"--out {root}")
+        _report(root, settings)
+        return
+    if saved is not None and _started(root, saved):
+        check_same_study(root, saved, settings)
+    check_writable_folder(root, f"--out {root}")
+    save_settings(root, settings)
+    try:
+        run_study(root, settings)
+    except RunStoppedError:
+        _report(root, settings)  # what there is so far, then the stop's line and status
+        raise
+    _maps(args, root, settings, backends)
+    _report(root, settings)
