@@ -7,16 +7,17 @@ NATTEN_PY := .venv-natten/bin/python
 # reuse its compiled-kernel cache instead of recompiling ~300 kernels.
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup natten-env test lint demo reproduce bench bench-conv clean-envs
+.PHONY: help setup natten-env test lint demo reproduce compare bench bench-conv gpu-check clean-envs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup:  ## .venv (pinned Jittor + PyTorch), oneDNN for Jittor's CPU convs, OpenMPI for mpirun
+setup:  ## .venv (pinned Jittor + PyTorch), oneDNN for Jittor's CPU convs, OpenMPI, the demo's kernels
 	@tools/ensure_env.sh .venv requirements.txt
 	@tools/install_onednn.sh
 	@tools/install_mpi.sh
 	@$(PY) -c "from core.jittor_env import jt, DEVICE; print(f'jittor {jt.__version__} ready on {DEVICE}')"
+	@tools/warm_kernels.sh $(PY)
 
 natten-env:  ## parity environment .venv-natten (torch 2.6.0 + NATTEN 0.17.4 built for CPU)
 	@tools/ensure_env.sh .venv-natten requirements-natten.txt
@@ -60,8 +61,17 @@ reproduce: setup  ## DATA=tiny-imagenet-200: both frameworks from one init, then
 	$(PY) evaluate.py --checkpoint $(RESULTS)/jittor/checkpoint_latest.pkl --data $(DATA) --out $(RESULTS)/jittor/eval.json
 	$(PY) evaluate_torch.py --checkpoint $(RESULTS)/torch/checkpoint_latest.pth --data $(DATA) --out $(RESULTS)/torch/eval.json
 
-bench: setup  ## Jittor vs PyTorch: XXT training step, eval, memory, na2d_av (logs/bench/)
+SEEDS ?= 3
+COMPARE ?= logs/compare
+compare: setup  ## DATA=tiny-imagenet-200 [SEEDS=3]: N seeds x both frameworks + a ulp control, report (resumes)
+	@test -n "$(DATA)" || { echo "usage: make compare DATA=/path/to/tiny-imagenet-200 [SEEDS=3] [EPOCHS=20]" >&2; exit 2; }
+	$(PY) compare.py --data $(DATA) --seeds $(SEEDS) --epochs $(EPOCHS) --out $(COMPARE)
+
+bench: setup  ## Jittor vs PyTorch eager, channels_last, compile: step, eval, memory (logs/bench/)
 	$(PY) bench.py
+
+gpu-check:  ## on a CUDA machine: setup, parity on CUDA, NATTEN's CUDA op, 1 epoch each, bench (logs/gpu-check/)
+	tools/gpu_check.sh
 
 bench-conv: setup  ## Jittor vs PyTorch time of one dense 3x3 conv forward at batch 64
 	$(PY) tools/bench_conv.py

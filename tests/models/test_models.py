@@ -12,13 +12,16 @@
   eval output. At 64x64 input the stage-3/4 maps (4x4, 2x2) are smaller than the ContMix kernels,
   so the official upsample-then-pool path is exercised; 224x224 (xt) runs the plain path.
 
-Run with ``-s`` to see the measured differences per variant.
+Run with ``-s`` to see the measured differences per variant. ``OVERLOCK_TEST_DEVICE=cuda`` runs
+the PyTorch twin of the parity checks on the GPU (``make gpu-check``; Jittor takes the GPU by
+itself when it has one).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,7 @@ GRAD_FLOOR = 1e-3
 # a biased-vs-unbiased variance slip is >= 2e-4 relative even at stage 1 (n = 2*16*16).
 BN_STATS_RTOL = 1e-4
 NUM_CLASSES = 10
+TORCH_DEVICE = torch.device(os.environ.get("OVERLOCK_TEST_DEVICE", "cpu"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +131,14 @@ def _to_jittor(jmodel: J.OverLoCK, tmodel: T.OverLoCK) -> None:
     jmodel.load_state_dict({k: v.reshape(jshapes[k]) for k, v in state.items()})
 
 
+def _on_device(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x).to(TORCH_DEVICE)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     assert a.shape == b.shape, (a.shape, b.shape)
     return float(np.abs(a - b).max())
@@ -134,7 +146,7 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
 
 def _grad_errors(tmodel: T.OverLoCK, jgrads: dict[str, np.ndarray]) -> tuple[float, float]:
     """(worst floored relative error over parameters, largest torch gradient)."""
-    tgrads = {k: p.grad.numpy() for k, p in tmodel.named_parameters()}
+    tgrads = {k: _host(p.grad) for k, p in tmodel.named_parameters()}
     assert set(tgrads) == set(jgrads)
     scale = max(float(np.abs(g).max()) for g in tgrads.values())
     assert scale > 0
@@ -152,16 +164,16 @@ def _train_step(
     tmodel.train()
     jmodel.train()
     tmodel.zero_grad(set_to_none=True)
-    out_t = tmodel(torch.from_numpy(x))
+    out_t = tmodel(_on_device(x))
     out_j = jmodel(jt.array(x))
     assert isinstance(out_t, T.TrainOutput) and isinstance(out_j, J.TrainOutput)
     assert set(out_t.keys()) == set(out_j.keys()) == {"main", "aux"}
     res = {
-        "train_main": _max_abs(out_j["main"].numpy(), out_t["main"].detach().numpy()),
-        "train_aux": _max_abs(out_j["aux"].numpy(), out_t["aux"].detach().numpy()),
+        "train_main": _max_abs(out_j["main"].numpy(), _host(out_t["main"])),
+        "train_aux": _max_abs(out_j["aux"].numpy(), _host(out_t["aux"])),
     }
     if grads:
-        yt = torch.from_numpy(y)
+        yt = _on_device(y)
         loss_t = TF.cross_entropy(out_t["main"], yt) + 0.4 * TF.cross_entropy(out_t["aux"], yt)
         loss_t.backward()
         yj = jt.array(y)
@@ -178,9 +190,7 @@ def _train_step(
     jstate = {k: v.numpy() for k, v in jmodel.state_dict().items()}
     res["bn_stats"] = max(  # relative to max(1, |torch value|): running_var reaches ~100s
         float(
-            (
-                np.abs(jstate[k].reshape(v.shape) - v.numpy()) / np.maximum(1, np.abs(v.numpy()))
-            ).max()
+            (np.abs(jstate[k].reshape(v.shape) - _host(v)) / np.maximum(1, np.abs(_host(v)))).max()
         )
         for k, v in tmodel.state_dict().items()
         if k.endswith(("running_mean", "running_var", "num_batches_tracked"))
@@ -192,10 +202,10 @@ def _eval_logits(tmodel: T.OverLoCK, jmodel: J.OverLoCK, x: np.ndarray) -> np.nd
     tmodel.eval()
     jmodel.eval()
     with torch.no_grad():
-        out_t = tmodel(torch.from_numpy(x))
+        out_t = tmodel(_on_device(x))
     out_j = jmodel(jt.array(x))
     assert isinstance(out_t, torch.Tensor) and out_t.shape == (x.shape[0], NUM_CLASSES)
-    return out_j.numpy(), out_t.numpy()
+    return out_j.numpy(), _host(out_t)
 
 
 def _parity(
@@ -206,6 +216,7 @@ def _parity(
     jmodel = getattr(J, variant)(num_classes=NUM_CLASSES)
     _randomise(tmodel, seed, size)
     _to_jittor(jmodel, tmodel)
+    tmodel.to(TORCH_DEVICE)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, 3, size, size)).astype(np.float32)
     y = rng.integers(0, NUM_CLASSES, size=2)
@@ -218,7 +229,7 @@ def _parity(
     saved = copy.deepcopy(tmodel.state_dict())
     tmodel.train()
     with torch.no_grad():
-        res["eval_vs_train"] = _max_abs(tmodel(torch.from_numpy(x))["main"].numpy(), out_t)
+        res["eval_vs_train"] = _max_abs(_host(tmodel(_on_device(x))["main"]), out_t)
     tmodel.load_state_dict(saved)  # undo that forward's running-stat update
 
     res.update(_train_step(tmodel, jmodel, x, y, grads))
@@ -432,6 +443,28 @@ def test_stage_maps_match_between_frameworks(variant: str, size: int) -> None:
         picked = jmodel.forward_intermediates(jt.array(x), indices=[-3, 3], intermediates_only=True)
         assert _max_abs(picked[0].numpy(), maps_t[1].numpy()) <= LOGIT_ATOL
         assert _max_abs(picked[1].numpy(), maps_t[3].numpy()) <= LOGIT_ATOL
+
+
+def test_inference_without_gradients_merges_the_dilated_branches(monkeypatch) -> None:
+    """Under jt.no_grad() each DilatedReparamBlock runs as one merged conv (as reparam() would
+    make it); the logits still equal PyTorch's. With gradients the branches run."""
+    tmodel, jmodel, x = _twins_with_one_set_of_weights("overlock_xxt", 64, seed=4)
+    tmodel.eval()
+    jmodel.eval()
+    merged = []
+    merge = J.DilatedReparamBlock._merged_kernel
+    monkeypatch.setattr(
+        J.DilatedReparamBlock, "_merged_kernel", lambda block: merged.append(block) or merge(block)
+    )
+    with torch.no_grad():
+        want = tmodel(torch.from_numpy(x)).numpy()
+    with jt.no_grad():
+        got = jmodel(jt.array(x)).numpy()
+    blocks = [m for m in jmodel.modules() if isinstance(m, J.DilatedReparamBlock)]
+    assert len(merged) == len(blocks) > 0
+    assert _max_abs(got, want) <= LOGIT_ATOL
+    merged.clear()
+    assert _max_abs(jmodel(jt.array(x)).numpy(), want) <= LOGIT_ATOL and not merged
 
 
 @pytest.mark.parametrize("out_indices", [(0, 1, 2, 3), (1, 3)])

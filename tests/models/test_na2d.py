@@ -4,6 +4,7 @@ backend selection. NATTEN itself is compared in tests/natten_parity/test_natten_
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import types
 
@@ -14,6 +15,9 @@ import torch
 from core.jittor_env import jt
 from models import na2d_jittor, na2d_torch
 from models.na2d_common import neighbour_table, window_start
+
+# make gpu-check sets cuda: the PyTorch side of these checks then runs on the GPU.
+TORCH_DEVICE = os.environ.get("OVERLOCK_TEST_DEVICE", "cpu")
 
 # --------------------------------------------------------------------------------------------
 # Oracle: written from the rule, not from the implementation (lists and loops, float64).
@@ -98,11 +102,11 @@ def case_oracle(kernel_size, dilation, height, width):
 
 
 def run_torch(attn, value, grad_out, kernel_size, dilation, dtype=torch.float64):
-    a = torch.tensor(attn, dtype=dtype, requires_grad=True)
-    v = torch.tensor(value, dtype=dtype, requires_grad=True)
+    a = torch.tensor(attn, dtype=dtype, device=TORCH_DEVICE, requires_grad=True)
+    v = torch.tensor(value, dtype=dtype, device=TORCH_DEVICE, requires_grad=True)
     out = na2d_torch.na2d_av(a, v, kernel_size, dilation)
-    out.backward(torch.tensor(grad_out, dtype=dtype))
-    return out.detach().double().numpy(), a.grad.double().numpy(), v.grad.double().numpy()
+    out.backward(torch.tensor(grad_out, dtype=dtype, device=TORCH_DEVICE))
+    return tuple(t.detach().double().cpu().numpy() for t in (out, a.grad, v.grad))
 
 
 def run_jittor(attn, value, grad_out, kernel_size, dilation, dtype=jt.float64):

@@ -2,7 +2,8 @@
 
 Runs only in the NATTEN environment: ``.venv-natten/bin/python -m pytest tests/natten_parity``
 (pyproject's norecursedirs keeps it out of the default run). Same grid as tests/models/test_na2d.py;
-NATTEN's CPU kernels take float32 and float64, both are checked.
+NATTEN's CPU kernels take float32 and float64, both are checked. ``OVERLOCK_TEST_DEVICE=cuda``
+runs NATTEN's CUDA kernels instead (``make gpu-check``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.models.test_na2d import (  # noqa: E402
     CASE_IDS,
     CASES,
     F32_CASES,
+    TORCH_DEVICE,
     case_inputs,
     max_errors,
     run_jittor,
@@ -33,11 +35,11 @@ TOLERANCE = 1e-5
 
 
 def run_natten(attn, value, grad_out, kernel_size, dilation, dtype=torch.float64):
-    a = torch.tensor(attn, dtype=dtype, requires_grad=True)
-    v = torch.tensor(value, dtype=dtype, requires_grad=True)
+    a = torch.tensor(attn, dtype=dtype, device=TORCH_DEVICE, requires_grad=True)
+    v = torch.tensor(value, dtype=dtype, device=TORCH_DEVICE, requires_grad=True)
     out = natten_functional.na2d_av(a, v, kernel_size, dilation)
-    out.backward(torch.tensor(grad_out, dtype=dtype))
-    return out.detach().double().numpy(), a.grad.double().numpy(), v.grad.double().numpy()
+    out.backward(torch.tensor(grad_out, dtype=dtype, device=TORCH_DEVICE))
+    return tuple(t.detach().double().cpu().numpy() for t in (out, a.grad, v.grad))
 
 
 @pytest.fixture
