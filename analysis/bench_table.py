@@ -46,7 +46,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def best_peers(
     summary: dict[str, dict[str, float]], table: dict[str, tuple[str, str, bool]]
-) -> dict[str, tuple[str, float]]:
+) -> dict[str, tuple[float, str]]:
     """measure -> (Jittor / the best PyTorch peer's value, that peer), for the speed and memory
     measures: below 1 is better for times and memory, above 1 for throughputs."""
     if "jittor" not in summary:
@@ -55,8 +55,9 @@ def best_peers(
     for metric, (_, _, lower_better) in table.items():
         if not metric.startswith(SPEED_METRICS) or metric not in summary["jittor"]:
             continue
-        values = {p: s[metric] for p, s in summary.items() if p in PEERS and p != "jittor"}
-        values = {p: v for p, v in values.items() if metric in summary[p]}
+        values = {
+            p: s[metric] for p, s in summary.items() if p in PEERS and p != "jittor" and metric in s
+        }
         if values:
             best = (min if lower_better else max)(values, key=values.__getitem__)
             ratios[metric] = (summary["jittor"][metric] / values[best], best)

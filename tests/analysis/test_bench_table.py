@@ -33,3 +33,14 @@ def test_summary_is_the_median_over_rounds_and_jittor_is_ranked_against_the_best
         in md
     )
     assert "NATTEN" not in md
+
+
+def test_a_peer_without_a_measure_is_left_out_of_its_ranking() -> None:
+    summary = {
+        "eager": {"step_ms": 20.0, "eval_b4_images_per_s": 100.0},
+        "channels_last": {"step_ms": 10.0},  # e.g. its evaluation was not measured
+        "jittor": {"step_ms": 5.0, "eval_b4_images_per_s": 150.0},
+    }
+    ratios = bench_table.best_peers(summary, bench_table.metrics([4]))
+    assert ratios["step_ms"] == (0.5, "channels_last")
+    assert ratios["eval_b4_images_per_s"] == (1.5, "eager")
