@@ -81,8 +81,12 @@ def _torch_na2d(device: str, natten: bool) -> tuple[Callable, Callable[[], float
         on_gpu = device == "cuda"
         return torch.cuda.max_memory_allocated() / 2**20 if on_gpu else _peak_rss_mib()
 
-    version = f"{__import__('natten').__version__} (torch " if natten else ""
-    return na2d, peak_mib, version + torch.__version__ + (")" if natten else "")
+    version = torch.__version__
+    if natten:
+        import natten as natten_module
+
+        version = f"{natten_module.__version__} (torch {version})"
+    return na2d, peak_mib, version
 
 
 def _jittor_na2d() -> tuple[Callable, Callable[[], float], str]:
@@ -194,7 +198,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         if args.worker not in ("eager", "jittor"):
             result["version"] = version
             return result
-        shapes = _model_na2d_shapes(framework, backend, images[:1].repeat(args.batch_size, 0))
+        shapes = _model_na2d_shapes(framework, backend, images)
     assert shapes, "the model made no na2d_av call"
     result["na2d_shapes"] = shapes
     for key, backward in (("na2d_fwd_ms", False), ("na2d_fwd_bwd_ms", True)):

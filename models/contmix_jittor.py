@@ -19,6 +19,7 @@ from core.jittor_env import cuda_forms, jt
 from .na2d_common import check_na2d_args
 from .na2d_jittor import AV_ROWS, index_table, na2d_av
 
+_INCLUDES = "#include <algorithm>\n#include <cstring>\n#include <vector>\n"
 # in0: attn1 (B, G, N, KK1), in1: attn2 (B, G, N, KK2), in2: x as (B, 2, G, CDIM, N),
 # in3 / in4: the tables (N, KK1) / (N, KK2). Plane p = (b * 2 + m) * G + g of x.
 _PLANES = r"""
@@ -86,7 +87,7 @@ class _ContMixKernel(jt.Function):
 
     def execute(self, attn1, attn2, x, table1, table2) -> jt.Var:
         self.saved = attn1, attn2, x, table1, table2
-        self.header = f"#include <cstring>\n#include <vector>\n#define CDIM {x.shape[3]}\n"
+        self.header = _INCLUDES + f"#define CDIM {x.shape[3]}\n"
         return jittor_code(
             x.shape,
             x.dtype,
