@@ -134,6 +134,27 @@ def _close_compile_pool() -> None:
     jittor_utils.pool_size = 0  # the next compile job starts a new (isolated) pool
 
 
+def _quiet_probes_while_importing() -> Callable[[], None]:
+    """While Jittor imports it probes tools (``addr2line --version``, ...) with
+    ``jittor_utils.run_cmd``, which writes a failed command's output to stderr: after a Ctrl-C
+    to the process group, whose shell it reaches too, that is a tool's banner above our one line.
+    Until the returned function is called, a failed command's output goes into its exception
+    instead (the probes catch it; any other failure still shows it). Modules that import
+    ``run_cmd`` by name during the import keep the wrapper, which then behaves as the original."""
+    original = jittor_utils.run_cmd
+    importing = [True]
+
+    def run_cmd(cmd: str, cwd: Any = None, err_msg: Any = None, print_error: bool = True) -> str:
+        return original(cmd, cwd, err_msg, print_error and not importing[0])
+
+    jittor_utils.run_cmd = run_cmd
+
+    def done() -> None:
+        importing[0] = False
+
+    return done
+
+
 def _isolate_compile_workers() -> None:
     """Every compile pool of Jittor's (the first may start during its import) starts its workers
     in a process group of their own."""
@@ -264,9 +285,11 @@ def _importing_jittor() -> Iterator[None]:
 import jittor_utils  # noqa: E402  (before jittor: its compile pool may start during the import)
 
 _isolate_compile_workers()
+_imported = _quiet_probes_while_importing()
 with _importing_jittor():
     import jittor as jt  # noqa: E402
     from jittor import compile_extern  # noqa: E402
+_imported()
 if jittor_utils.pool_size:  # the import's pool is idle now: its workers need not wait
     _close_compile_pool()
 if not faulthandler.is_enabled():  # a crash in a kernel still shows the Python stack
