@@ -23,6 +23,12 @@ CASES = [
     (2, 2, 3, 3, 5, 4, 2),
     (2, 3, 9, 5, 3, 0, 1),  # no padding: the output shrinks
     (1, 2, 4, 5, 13, 6, 1),
+    # channel blocks of 1, 2, 3, 4 and 8 vectors, padded to whole vectors or not
+    (2, 16, 6, 5, 13, 6, 1),
+    (1, 24, 5, 7, 5, 4, 2),
+    (2, 27, 4, 6, 3, 1, 1),
+    (1, 72, 3, 3, 7, 3, 1),
+    (1, 101, 2, 3, 3, 2, 2),
 ]
 
 
