@@ -7,7 +7,7 @@ NATTEN_PY := .venv-natten/bin/python
 # reuse its compiled-kernel cache instead of recompiling ~300 kernels.
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup natten-env test lint demo reproduce compare bench bench-conv gpu-check clean-envs
+.PHONY: help setup natten-env test lint demo reproduce compare bench bench-conv profile gpu-check clean-envs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,7 +74,11 @@ gpu-check:  ## on a CUDA machine: setup, parity on CUDA, NATTEN's CUDA op, 1 epo
 	tools/gpu_check.sh
 
 bench-conv: setup  ## Jittor vs PyTorch time of one dense 3x3 conv forward at batch 64
-	$(PY) tools/bench_conv.py
+	$(PY) -m tools.bench_conv
+
+WORK ?= step
+profile: setup  ## WORK=step|eval|deploy-eval: where Jittor's time goes, by kind of kernel
+	$(PY) -m tools.profile_jittor --work $(WORK)
 
 clean-envs:  ## remove both virtual environments
 	rm -rf .venv .venv-natten
