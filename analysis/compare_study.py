@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import RunStoppedError, UsageError
+from core.errors import STOP_SIGNALS, RunStoppedError, UsageError
 from core.files import atomic_write_bytes
 from engine.logs import LATEST
 
@@ -41,7 +41,6 @@ TRAIN_SCRIPTS = {"torch": "train_torch.py", "jittor": "train.py"}
 SUFFIXES = {"torch": ".pth", "jittor": ".pkl"}
 STUDY_FILE = "study.json"
 ULP_INIT = "seed0/init_ulp.pth"
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 @dataclass(frozen=True)

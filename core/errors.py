@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+
+# The signals that stop a run with a saved checkpoint: Ctrl-C, kill / a scheduler's SIGTERM, a
+# closed terminal, and the user signals schedulers send ahead of a time limit.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
 
 class InputError(ValueError):
     """Bad input from the user or their files: one line on stderr, exit status 2."""

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from core.errors import SetupError
+from core.errors import STOP_SIGNALS, SetupError
 
 ONEDNN_DIR = os.path.join(
     os.environ.get("JITTOR_HOME", os.path.expanduser("~")),
@@ -170,14 +170,6 @@ def _isolate_compile_workers() -> None:
 # Stop signals (Ctrl-C, a scheduler's SIGTERM, ...) that arrive while Jittor imports wait until
 # it returns: raised inside the import, the handler's exception can end in one of Jittor's
 # `except Exception` blocks or in a C++ callback that drops it, and the run then goes on.
-# The stop signals of engine.signals.STOP_SIGNALS (core cannot import the engine).
-_HELD_SIGNALS = tuple(
-    getattr(signal, name)
-    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
-    if hasattr(signal, name)
-)
-
-
 class _HeldStopSignals:
     """While active, a stop signal with a Python handler is held and passed to that handler when
     the block ends; a second one ends the process at once (a cold import compiles for minutes)."""
@@ -186,7 +178,7 @@ class _HeldStopSignals:
         self.slow_note, self.held, self.previous = slow_note, [], {}
 
     def __enter__(self) -> _HeldStopSignals:
-        for signum in _HELD_SIGNALS:
+        for signum in STOP_SIGNALS:
             if callable(signal.getsignal(signum)):
                 self.previous[signum] = signal.signal(signum, self._hold)
         return self
@@ -211,7 +203,7 @@ class _HeldStopSignals:
     def defaults_in_a_child() -> None:
         # A compile worker forked by the import must die of a pool's SIGTERM even when it is
         # stuck in a lock that the fork copied held (a Python handler would never run there).
-        for signum in _HELD_SIGNALS:
+        for signum in STOP_SIGNALS:
             if getattr(signal.getsignal(signum), "__func__", None) is _HeldStopSignals._hold:
                 signal.signal(signum, signal.SIG_DFL)
 

@@ -26,9 +26,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from core.errors import RunStoppedError
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+from core.errors import STOP_SIGNALS, RunStoppedError
 
 
 def _in_main_thread() -> bool:
