@@ -42,3 +42,13 @@ def test_a_tiny_profile_lists_the_kernel_groups(work: str, capsys) -> None:
     assert "oneDNN conv" in out and "depthwise forward" in out
     if work == "step":
         assert "depthwise backward" in out and "fused bn_backward" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--runs", "0"], "--runs must be at least 1"), (["--img-size", "48"], "multiple of 32")],
+)
+def test_bad_arguments_are_one_line(argv: list[str], message: str, capsys) -> None:
+    assert profile_jittor.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err

@@ -1,7 +1,8 @@
 """Where a Jittor training step or evaluation spends its time, by kind of kernel.
 
-Runs the chosen work a few times to compile and warm up, then once under Jittor's profiler,
-and prints the kernel time grouped by kind (oneDNN convolutions, the project's ``jt.code``
+On the CPU: runs the chosen work (a training step, or an evaluation of the standard or the
+deploy form) a few times to compile and warm up, then ``--runs`` times under Jittor's profiler,
+and prints the kernel time per run grouped by kind (oneDNN convolutions, the project's ``jt.code``
 kernels by name, Jittor's generated element-wise and reduction loops, copies), the number of
 launches and the wall time. The numbers in docs/performance.md come from this script. From the
 repository root: ``make profile WORK=eval`` or ``.venv/bin/python -m tools.profile_jittor``.
@@ -14,11 +15,15 @@ import importlib
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
 from backends.jittor_backend import JittorBackend
+from core.cli import main_guard
+from core.errors import UsageError
 from core.jittor_env import jt
+from models.variants import NAMES
 
 # Jittor's own kernels, by the first match in their profiler key.
 JITTOR_GROUPS = [
@@ -39,7 +44,7 @@ KERNEL_MODULES = (
 
 
 def kernel_sources() -> list[tuple[str, str]]:
-    """(group, source) of every jt.code kernel of the models, e.g. ('fused _bn_backward', ...)."""
+    """(group, source) of every jt.code kernel of the models, e.g. ('fused bn_backward', ...)."""
     sources = []
     for module_name in KERNEL_MODULES:
         module = importlib.import_module(f"models.{module_name}")
@@ -51,12 +56,13 @@ def kernel_sources() -> list[tuple[str, str]]:
 
 
 def group_of(key: str, sources: list[tuple[str, str]]) -> str:
+    """The group of one kernel's profiler key: its source's name, or the kind of Jittor op."""
     if key.startswith("code"):
         return next((group for group, source in sources if source in key), "other jt.code")
     return next(name for name, pattern in JITTOR_GROUPS if re.search(pattern, key))
 
 
-def profile(work, runs: int) -> tuple[dict, float]:
+def profile(work: Callable[[], object], runs: int) -> tuple[dict, float]:
     """Kernel ms and launches per group, and the wall ms of one run, from ``runs`` runs."""
     jt.profiler.start(0, 0)
     start = time.perf_counter()
@@ -77,9 +83,13 @@ def profile(work, runs: int) -> tuple[dict, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return main_guard(lambda: _profile(argv))
+
+
+def _profile(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", choices=("step", "eval", "deploy-eval"), default="step")
-    parser.add_argument("--model", default="xxt")
+    parser.add_argument("--model", default="xxt", choices=NAMES)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--num-classes", type=int, default=20)
@@ -87,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="profiled runs (averaged)")
     parser.add_argument("--top", type=int, default=0, help="also list the N slowest kernels")
     args = parser.parse_args(argv)
+    for flag in ("batch_size", "num_classes", "runs"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.img_size < 32 or args.img_size % 32:
+        raise UsageError("--img-size must be a multiple of 32 (OverLoCK downsamples by 32)")
+    if args.warmup < 0 or args.top < 0:
+        raise UsageError("--warmup and --top must be >= 0")
     rng = np.random.default_rng(0)
     backend = JittorBackend("cpu")
     backend.build(f"overlock_{args.model}", args.num_classes, seed=0)
@@ -111,17 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:26s} {ms:8.1f} ms {count:6d}")
     if args.top:
         print_top(args.top, args.runs)
-    return 0
 
 
 def print_top(n: int, runs: int) -> None:
+    """The ``n`` slowest kernels of the last profile: ms per run, group, start of the key."""
     rows = jt.profiler.report()
     header, body = rows[0], rows[1:]
     name_col, total_col = header.index("Name"), header.index("TotalTime")
     body.sort(key=lambda r: -float(r[total_col]))
+    sources = kernel_sources()
     for row in body[:n]:
-        key = re.sub(r"\s+", " ", str(row[name_col]))[:150]
-        print(f"  {float(row[total_col]) / 1e6 / runs:7.2f} ms  {key}")
+        key = str(row[name_col])
+        ms, start = float(row[total_col]) / 1e6 / runs, re.sub(r"\s+", " ", key)[:100]
+        print(f"  {ms:7.2f} ms  {group_of(key, sources):26s} {start}")
 
 
 if __name__ == "__main__":
