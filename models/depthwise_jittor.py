@@ -68,11 +68,12 @@ _FORWARD = r"""
             to_rows(in0_p + (size_t)n * C * HW, HW, xt.data());
             for_channel_blocks([&](auto width, int c0) {
                 constexpr int NV = decltype(width)::value;
-                for (int oi = 0; oi < OH; oi++)
+                for (int oi = 0; oi < OH; oi++) {
+                    int ki0, ki1;
+                    taps(oi - PH, DH, KH, H, ki0, ki1);
                     for (int oj = 0; oj < OW; oj++) {
                         lanes acc[NV] = {};
-                        int ki0, ki1, kj0, kj1;
-                        taps(oi - PH, DH, KH, H, ki0, ki1);
+                        int kj0, kj1;
                         taps(oj - PW, DW, KW, W, kj0, kj1);
                         for (int ki = ki0; ki <= ki1; ki++) {
                             const int ii = oi - PH + ki * DH;
@@ -87,6 +88,7 @@ _FORWARD = r"""
                         T* yp = yt.data() + ((size_t)oi * OW + oj) * CP + c0;
                         for (int v = 0; v < NV; v++) store(yp + 8 * v, acc[v]);
                     }
+                }
             });
             to_planes(yt.data(), OHW, out0_p + (size_t)n * C * OHW);
         }
@@ -110,12 +112,13 @@ _BACKWARD = r"""
             to_rows(in2_p + (size_t)n * C * OHW, OHW, gt.data());
             for_channel_blocks([&](auto width, int c0) {
                 constexpr int NV = decltype(width)::value;
-                for (int ii = 0; ii < H; ii++)
+                for (int ii = 0; ii < H; ii++) {
+                    // oi = ii + PH - ki * DH inside the output: OH - 1 - oi in [0, OH)
+                    int ki0, ki1;
+                    taps(OH - 1 - ii - PH, DH, KH, OH, ki0, ki1);
                     for (int jj = 0; jj < W; jj++) {
                         lanes acc[NV] = {};
-                        // oi = ii + PH - ki * DH inside the output: OH - 1 - oi in [0, OH)
-                        int ki0, ki1, kj0, kj1;
-                        taps(OH - 1 - ii - PH, DH, KH, OH, ki0, ki1);
+                        int kj0, kj1;
                         taps(OW - 1 - jj - PW, DW, KW, OW, kj0, kj1);
                         for (int ki = ki1; ki >= ki0; ki--) {
                             const int oi = ii + PH - ki * DH;
@@ -130,6 +133,7 @@ _BACKWARD = r"""
                         T* dxp = dxt.data() + ((size_t)ii * W + jj) * CP + c0;
                         for (int v = 0; v < NV; v++) store(dxp + 8 * v, acc[v]);
                     }
+                }
                 for (int ki = 0; ki < KH; ki++)
                     for (int kj = 0; kj < KW; kj++) {
                         T* dwp = dw + ((size_t)ki * KW + kj) * CP + c0;
