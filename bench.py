@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from analysis.bench_table import FORMS, PEERS, best_peers, markdown, metrics, summarise
+from analysis.inputs import check_img_size
 from core.cli import ArgumentParser, HelpFormatter, main_guard
 from core.errors import UsageError
 from core.files import atomic_write_bytes, check_writable_folder
@@ -277,8 +278,7 @@ def _bench(argv: list[str] | None) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     if min(args.eval_batch_sizes) < 1:
         raise UsageError("--eval-batch-sizes must all be at least 1")
-    if args.img_size < 32 or args.img_size % 32:
-        raise UsageError("--img-size must be a multiple of 32 (OverLoCK downsamples by 32)")
+    check_img_size(args.img_size)
     if args.warmup < 0:
         raise UsageError("--warmup must be >= 0")
     check_writable_folder(args.out, f"--out {args.out}")

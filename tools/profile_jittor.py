@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from analysis.inputs import check_img_size
 from backends.jittor_backend import JittorBackend
 from core.cli import main_guard
 from core.errors import UsageError
@@ -62,8 +63,11 @@ def group_of(key: str, sources: list[tuple[str, str]]) -> str:
     return next(name for name, pattern in JITTOR_GROUPS if re.search(pattern, key))
 
 
-def profile(work: Callable[[], object], runs: int) -> tuple[dict, float]:
-    """Kernel ms and launches per group, and the wall ms of one run, from ``runs`` runs."""
+def profile(
+    work: Callable[[], object], runs: int
+) -> tuple[list[tuple[str, str, float, int]], float]:
+    """Every kernel as (group, key, ms, launches) per run, and the wall ms of one run, from
+    ``runs`` runs under the profiler."""
     jt.profiler.start(0, 0)
     start = time.perf_counter()
     for _ in range(runs):
@@ -73,13 +77,13 @@ def profile(work: Callable[[], object], runs: int) -> tuple[dict, float]:
     rows = jt.profiler.report()
     header, body = rows[0], rows[1:]
     name_col, total_col, count_col = (header.index(c) for c in ("Name", "TotalTime", "Count"))
-    totals: dict = defaultdict(lambda: [0.0, 0])
     sources = kernel_sources()
+    kernels = []
     for row in body:
-        group = totals[group_of(str(row[name_col]), sources)]
-        group[0] += float(row[total_col]) / 1e6 / runs  # ns -> ms
-        group[1] += int(row[count_col]) // runs
-    return dict(totals), wall
+        key = str(row[name_col])
+        ms = float(row[total_col]) / 1e6 / runs  # ns -> ms
+        kernels.append((group_of(key, sources), key, ms, int(row[count_col]) // runs))
+    return kernels, wall
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,8 +104,7 @@ def _profile(argv: list[str] | None) -> None:
     for flag in ("batch_size", "num_classes", "runs"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.img_size < 32 or args.img_size % 32:
-        raise UsageError("--img-size must be a multiple of 32 (OverLoCK downsamples by 32)")
+    check_img_size(args.img_size)
     if args.warmup < 0 or args.top < 0:
         raise UsageError("--warmup and --top must be >= 0")
     rng = np.random.default_rng(0)
@@ -118,29 +121,21 @@ def _profile(argv: list[str] | None) -> None:
         work = lambda: backend.eval_logits(images)  # noqa: E731
     for _ in range(args.warmup):
         work()
-    totals, wall = profile(work, args.runs)
-    kernel_ms = sum(ms for ms, _ in totals.values())
+    kernels, wall = profile(work, args.runs)
+    totals: dict = defaultdict(lambda: [0.0, 0])
+    for group, _, ms, count in kernels:
+        totals[group][0] += ms
+        totals[group][1] += count
     print(
         f"{args.work} {args.model} b{args.batch_size} {args.img_size}px: wall {wall:.1f} ms, "
-        f"kernels {kernel_ms:.1f} ms in {sum(n for _, n in totals.values())} launches"
+        f"kernels {sum(ms for _, _, ms, _ in kernels):.1f} ms in "
+        f"{sum(count for *_, count in kernels)} launches"
     )
     for name, (ms, count) in sorted(totals.items(), key=lambda kv: -kv[1][0]):
         print(f"  {name:26s} {ms:8.1f} ms {count:6d}")
-    if args.top:
-        print_top(args.top, args.runs)
-
-
-def print_top(n: int, runs: int) -> None:
-    """The ``n`` slowest kernels of the last profile: ms per run, group, start of the key."""
-    rows = jt.profiler.report()
-    header, body = rows[0], rows[1:]
-    name_col, total_col = header.index("Name"), header.index("TotalTime")
-    body.sort(key=lambda r: -float(r[total_col]))
-    sources = kernel_sources()
-    for row in body[:n]:
-        key = str(row[name_col])
-        ms, start = float(row[total_col]) / 1e6 / runs, re.sub(r"\s+", " ", key)[:100]
-        print(f"  {ms:7.2f} ms  {group_of(key, sources):26s} {start}")
+    for group, key, ms, _ in sorted(kernels, key=lambda k: -k[2])[: args.top]:
+        start = re.sub(r"\s+", " ", key)[:100]
+        print(f"  {ms:7.2f} ms  {group:26s} {start}")
 
 
 if __name__ == "__main__":
