@@ -33,9 +33,10 @@ At the end (also with --report-only, which trains nothing), under --out:
   seed 0 and its ulp control and the spread between seeds; per-epoch mean ± std tables. With
   fewer than 2 seeds the standard deviations and tests are undefined, and the report says so;
 - report.png: those curves (bands per framework) and gaps; per_epoch.csv: every per-epoch value;
-- seed0_erf.png and seed0_gradcam.png (+ .npz): ERF and Grad-CAM of seed 0's final checkpoints,
-  a Jittor row, a PyTorch row and their difference (once both runs are complete; --no-maps
-  skips them; redrawn only when a checkpoint is newer).
+- seed0_erf.png and seed0_gradcam.png (+ .npz): ERF and Grad-CAM of seed 0's final checkpoints
+  (--maps-seed S: seed S's, seedS_*.png), a Jittor row, a PyTorch row and their difference (once
+  both runs are complete and their checkpoint_latest files are there: a clone holds the logs, not
+  the checkpoints; --no-maps skips them; redrawn only when a checkpoint is newer).
 
 Example (a quick study on the generated dataset):
   .venv/bin/python compare.py --seeds 2 --epochs 1 --train-per-class 8 --val-per-class 4

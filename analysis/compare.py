@@ -1,5 +1,5 @@
 """The command of compare.py: its flags, the study's settings (saved in study.json and checked
-when a study continues), training the runs (``analysis.compare_study``), seed 0's ERF and
+when a study continues), training the runs (``analysis.compare_study``), one seed's ERF and
 Grad-CAM (``analysis.compare_maps``) and the report (``analysis.compare_report``).
 """
 
@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from analysis.compare_maps import seed0_maps, up_to_date
+from analysis.compare_maps import final_checkpoints, seed_maps, up_to_date
 from analysis.compare_report import FIGURE, REPORT, TABLE, summary_lines, write_report
 from analysis.compare_study import (
     Run,
@@ -54,7 +54,10 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--report-only", action="store_true", help="train nothing: rebuild the report"
     )
-    parser.add_argument("--no-maps", action="store_true", help="skip seed 0's ERF and Grad-CAM")
+    parser.add_argument("--no-maps", action="store_true", help="skip the ERF and Grad-CAM figures")
+    parser.add_argument(
+        "--maps-seed", type=int, default=0, help="the seed whose final checkpoints they show"
+    )
     parser.add_argument("--erf-images", type=int, default=200, help="validation images (ERF)")
     parser.add_argument(
         "--gradcam-images", type=int, default=4, help="first validation images (Grad-CAM)"
@@ -82,6 +85,8 @@ def _check(args: argparse.Namespace) -> None:
     ):  # fmt: skip
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1 (got {value})")
+    if args.maps_seed < 0:
+        raise UsageError(f"--maps-seed must be 0 or more (got {args.maps_seed})")
     if args.data is not None and not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
 
@@ -112,13 +117,23 @@ def _report(root: Path, settings: StudySettings) -> None:
 def _maps(
     args: argparse.Namespace, root: Path, settings: StudySettings, backends: BackendClasses
 ) -> None:
-    pair = [run_status(root, Run(f, 0), settings.epochs) for f in ("torch", "jittor")]
-    if args.no_maps or any(s.state != "complete" for s in pair):
+    seed = args.maps_seed
+    if args.no_maps or seed >= settings.seeds:
         return
-    if up_to_date(root):
-        announce("compare: seed 0's ERF and Grad-CAM figures are up to date")
+    pair = [run_status(root, Run(f, seed), settings.epochs) for f in ("torch", "jittor")]
+    if any(s.state != "complete" for s in pair):
         return
-    seed0_maps(root, backends(), args.erf_images, args.gradcam_images, args.device)
+    absent = [str(p) for p in final_checkpoints(root, seed).values() if not p.is_file()]
+    if absent:  # e.g. a fresh clone: it holds the logs, not the checkpoints
+        announce(
+            f"compare: no ERF and Grad-CAM of seed {seed}: {', '.join(absent)} not found (the "
+            "logs alone cannot give them); --maps-seed S draws another complete seed's"
+        )
+        return
+    if up_to_date(root, seed):
+        announce(f"compare: seed {seed}'s ERF and Grad-CAM figures are up to date")
+        return
+    seed_maps(root, seed, backends(), args.erf_images, args.gradcam_images, args.device)
 
 
 def _started(root: Path, saved: StudySettings) -> bool:

@@ -31,11 +31,10 @@ from analysis.compare_data import (
     paired_seeds,
 )
 from analysis.compare_stats import PairedComparison, Spread, seeds_needed
-from analysis.compare_study import ULP_INIT, Run, StudySettings
+from analysis.compare_study import MAP_KINDS, ULP_INIT, Run, StudySettings, map_figures
 from analysis.output import figure_png, write_together
 
 REPORT, FIGURE, TABLE = "report.md", "report.png", "per_epoch.csv"
-MAP_FIGURES = {"seed0_erf.png": "ERF", "seed0_gradcam.png": "Grad-CAM"}
 
 
 def _num(value: float, digits: int = 2) -> str:
@@ -317,12 +316,23 @@ def _band_table(data: StudyData) -> list[str]:
     return lines + [""]
 
 
-def _map_links(root: Path) -> list[str]:
-    found = [(name, what) for name, what in MAP_FIGURES.items() if (root / name).is_file()]
-    if not found:
-        return ["Seed 0's ERF and Grad-CAM figures are drawn once both of its runs are complete."]
-    lines = ["## Seed 0's final checkpoints: ERF and Grad-CAM", ""]
-    return lines + [f"![{what}]({name})" for name, what in found]
+def _map_links(root: Path, seeds: int) -> list[str]:
+    lines = []
+    for seed in range(seeds):
+        found = [
+            (name, what)
+            for name, what in zip(map_figures(seed), MAP_KINDS.values(), strict=True)
+            if (root / name).is_file()
+        ]
+        if found:
+            lines += ["", f"## Seed {seed}'s final checkpoints: ERF and Grad-CAM", ""]
+            lines += [f"![{what}]({name})" for name, what in found]
+    if not lines:
+        return [
+            "The ERF and Grad-CAM figures (seed 0's, or `--maps-seed`'s) are drawn once both "
+            "runs of the seed are complete, from their checkpoints."
+        ]
+    return lines[1:]
 
 
 def per_epoch_csv(data: StudyData) -> bytes:
@@ -353,7 +363,7 @@ def report_markdown(data: StudyData, root: Path) -> str:
         _tests(data),
         _gap_tables(data),
         _band_table(data),
-        _map_links(root),
+        _map_links(root, data.settings.seeds),
     ]
     return "\n".join(line for part in parts for line in part) + "\n"
 

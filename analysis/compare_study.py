@@ -9,6 +9,7 @@ Layout under the study folder (``ROOT``, default logs/compare)::
     seed<s>/jittor/             train.py --seed s --init seed<s>/torch/init.pth
     seed0/init_ulp.pth          seed 0's init.pth, every float entry moved up by one ulp
     seed0/torch_ulp/            train_torch.py --seed 0 --init seed0/init_ulp.pth
+    seed<s>_erf.png, seed<s>_gradcam.png (+ .npz)   the maps of seed s's final checkpoints
 
 ``--seed`` sets the initial weights, the data order and the flips, so seeds differ in all three;
 within a seed both frameworks share the weights (Jittor starts from PyTorch's init.pth) and the
@@ -41,6 +42,13 @@ TRAIN_SCRIPTS = {"torch": "train_torch.py", "jittor": "train.py"}
 SUFFIXES = {"torch": ".pth", "jittor": ".pkl"}
 STUDY_FILE = "study.json"
 ULP_INIT = "seed0/init_ulp.pth"
+MAP_KINDS = {"erf": "ERF", "gradcam": "Grad-CAM"}  # seed<s>_<kind>.png -> what it shows
+
+
+def map_figures(seed: int) -> tuple[str, str]:
+    """The file names of the seed's ERF and Grad-CAM figures."""
+    erf, cam = (f"seed{seed}_{kind}.png" for kind in MAP_KINDS)
+    return erf, cam
 
 
 @dataclass(frozen=True)

@@ -123,3 +123,28 @@ def test_report_only_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "paired seeds: 2" in out and (tmp_path / "report.md").is_file()
     assert "--workers 0" in (tmp_path / "report.md").read_text()  # the saved training flags
     assert Run("ulp", 0).name == "seed0/torch_ulp"
+
+
+def test_maps_need_the_checkpoints_and_any_seed_can_have_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _study(tmp_path, 2, [0.1, 0.2])  # complete runs, logs only: a clone of the repository
+    flags = ["--out", str(tmp_path), "--seeds", "2", "--epochs", str(EPOCHS), "--", "--workers"]
+    assert compare.main([*flags, "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped") == 5
+    assert "no ERF and Grad-CAM of seed 0: " in out and "seed0/jittor/checkpoint_latest" in out
+    assert (
+        "are drawn once both runs of the seed are complete" in (tmp_path / "report.md").read_text()
+    )
+    assert compare.main(["--maps-seed", "1", *flags, "0"]) == 0
+    assert "no ERF and Grad-CAM of seed 1: " in capsys.readouterr().out
+    assert compare.main(["--maps-seed", "-1", *flags, "0"]) == 2
+    assert "--maps-seed must be 0 or more" in capsys.readouterr().err
+    for name in ("seed1_erf.png", "seed1_gradcam.png"):
+        (tmp_path / name).write_bytes(b"png")
+    assert compare.main(["--report-only", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## Seed 1's final checkpoints: ERF and Grad-CAM" in text
+    assert "![ERF](seed1_erf.png)" in text and "![Grad-CAM](seed1_gradcam.png)" in text
+    assert "Seed 0's final checkpoints" not in text
