@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,8 +83,26 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def machine() -> dict[str, Any]:
+    """The CPU model, its logical cores and Python's version: float results can differ in the
+    last bits between CPUs (their kernels pick other vector instructions), so runs compared
+    with each other should say where they ran."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            names = [
+                line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")
+            ]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass  # not Linux: platform's name
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version()}
+
+
 def write_config(out: Path, args: argparse.Namespace, extra: Mapping[str, Any]) -> None:
-    """OUT/config.json: every argument and the environment, so a run can be reproduced."""
+    """OUT/config.json: every argument and the environment (the backend's ``extra`` and the
+    ``machine``), so a run can be reproduced; rewritten when the run resumes."""
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(extra)
+    config["machine"] = machine()
     atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())

@@ -87,7 +87,9 @@ def test_resume_refuses_changed_settings_unless_allowed_then_records_them(
         capsys.readouterr().out
     )
     record = [{"epoch": 2, "batch": 1, "changes": {"batch_size": [8, 4], "seed": [0, 1]}}]
-    assert json.loads((out / "config.json").read_text())["resumed_with_changes"] == record
+    config = json.loads((out / "config.json").read_text())
+    assert config["resumed_with_changes"] == record
+    assert config["machine"]["cpu"] and config["machine"]["cpu_count"] >= 1  # where it ran
     saved = read_checkpoint(latest)
     assert saved["epoch"] == 2 and saved["resumed_with_changes"] == record
     assert saved["settings"]["batch_size"] == 4 and saved["settings"]["seed"] == 1
