@@ -63,6 +63,7 @@ class StudyData:
     statuses: dict[Run, RunStatus]
     curves: dict[Run, dict[str, np.ndarray]]
     model: str | None  # from seed 0's config.json, when there is one
+    machines: dict[Run, str]  # the CPU each run's config.json names ("not recorded" if none)
 
     @property
     def epochs(self) -> int:
@@ -81,21 +82,31 @@ class StudyData:
 
 def collect(root: Path, settings: StudySettings) -> StudyData:
     """Read every run's log.csv under the study folder ``root``."""
-    statuses, curves = {}, {}
+    statuses, curves, machines = {}, {}, {}
     for run in plan(settings.seeds):
         statuses[run] = status_of(root, run, settings.epochs)
         rows = read_log(root / run.name / "log.csv")
         curves[run] = {m: epochs_of(rows, m, settings.epochs) for m in METRICS}
-    return StudyData(settings, statuses, curves, _model_name(root))
+        machines[run] = _machine(_config(root, run))
+    model = _config(root, Run("torch", 0)).get("model")
+    model_name = f"overlock_{model}" if isinstance(model, str) else None
+    return StudyData(settings, statuses, curves, model_name, machines)
 
 
-def _model_name(root: Path) -> str | None:
-    path = root / "seed0" / "torch" / "config.json"
+def _config(root: Path, run: Run) -> dict:
+    """The run's config.json ({} when it is missing or unreadable)."""
     try:
-        model = json.loads(path.read_text()).get("model")
+        config = json.loads((root / run.name / "config.json").read_text())
     except (OSError, ValueError):
-        return None
-    return f"overlock_{model}" if isinstance(model, str) else None
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _machine(config: dict) -> str:
+    machine = config.get("machine")
+    if not isinstance(machine, dict) or not machine.get("cpu"):
+        return "not recorded"
+    return f"{machine['cpu']}, {machine.get('cpu_count', '?')} cores"
 
 
 def band(data: StudyData, role: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -91,13 +91,14 @@ def _runs(data: StudyData) -> list[str]:
     lines = [
         "## Runs",
         "",
-        "| run | folder | status | final top-1 % |",
-        "| --- | --- | --- | ---: |",
+        "| run | folder | status | final top-1 % | machine |",
+        "| --- | --- | --- | ---: | --- |",
     ]
     for run, status in data.statuses.items():
-        final = endpoint(data, run, "final_top1")
+        final = _num(endpoint(data, run, "final_top1"))
         lines.append(
-            f"| seed {run.seed} {run.label} | `{run.name}` | {status.describe()} | {_num(final)} |"
+            f"| seed {run.seed} {run.label} | `{run.name}` | {status.describe()} | {final} | "
+            f"{data.machines[run]} |"
         )
     missing = missing_runs(data)
     if missing:
@@ -319,20 +320,14 @@ def _band_table(data: StudyData) -> list[str]:
 def _map_links(root: Path, seeds: int) -> list[str]:
     lines = []
     for seed in range(seeds):
-        found = [
-            (name, what)
-            for name, what in zip(map_figures(seed), MAP_KINDS.values(), strict=True)
-            if (root / name).is_file()
-        ]
+        names = zip(map_figures(seed), MAP_KINDS.values(), strict=True)
+        found = [f"![{what}]({name})" for name, what in names if (root / name).is_file()]
         if found:
-            lines += ["", f"## Seed {seed}'s final checkpoints: ERF and Grad-CAM", ""]
-            lines += [f"![{what}]({name})" for name, what in found]
-    if not lines:
-        return [
-            "The ERF and Grad-CAM figures (seed 0's, or `--maps-seed`'s) are drawn once both "
-            "runs of the seed are complete, from their checkpoints."
-        ]
-    return lines[1:]
+            lines += [f"## Seed {seed}'s final checkpoints: ERF and Grad-CAM", "", *found, ""]
+    return lines[:-1] or [
+        "The ERF and Grad-CAM figures (seed 0's, or `--maps-seed`'s) are drawn once both runs of "
+        "the seed are complete, from their checkpoints."
+    ]
 
 
 def per_epoch_csv(data: StudyData) -> bytes:

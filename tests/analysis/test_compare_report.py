@@ -5,6 +5,7 @@ a partial one (an unfinished and a missing run), the numbers against a direct co
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -94,8 +95,11 @@ def test_partial_study_names_what_is_missing(tmp_path: Path) -> None:
 
 def test_one_seed(tmp_path: Path) -> None:
     _study(tmp_path, 1, [0.5])
+    machine = {"cpu": "Some CPU", "cpu_count": 2, "python": "3.11"}
+    (tmp_path / "seed0/jittor/config.json").write_text(json.dumps({"machine": machine}))
     data = write_report(tmp_path, StudySettings(None, EPOCHS, 1, []))
     text = (tmp_path / "report.md").read_text()
+    assert "| Some CPU, 2 cores |" in text and "| not recorded |" in text  # seed 0's PyTorch
     assert "(n=1, no std)" in text and "One seed: no standard deviation" in text
     assert math.isnan(paired(data, "best_top1").p_tost)
     assert np.isnan(gaps(data, "val_loss")["seeds"]).all()
