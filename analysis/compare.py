@@ -118,7 +118,7 @@ def _maps(
     args: argparse.Namespace, root: Path, settings: StudySettings, backends: BackendClasses
 ) -> None:
     seed = args.maps_seed
-    if args.no_maps or seed >= settings.seeds:
+    if args.no_maps:
         return
     pair = [run_status(root, Run(f, seed), settings.epochs) for f in ("torch", "jittor")]
     if any(s.state != "complete" for s in pair):
@@ -151,6 +151,10 @@ def run_compare(argv: Sequence[str], description: str, backends: BackendClasses)
     root = args.out
     saved = load_settings(root)
     settings = settings_of(args, train_args, saved)
+    if args.maps_seed >= settings.seeds:
+        raise UsageError(
+            f"--maps-seed {args.maps_seed}: the study has seeds 0..{settings.seeds - 1}"
+        )
     if args.report_only:
         if saved is None and not root.is_dir():
             raise UsageError(f"--report-only: {root} holds no study (run compare.py first)")

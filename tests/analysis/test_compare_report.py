@@ -145,6 +145,8 @@ def test_maps_need_the_checkpoints_and_any_seed_can_have_them(
     assert "no ERF and Grad-CAM of seed 1: " in capsys.readouterr().out
     assert compare.main(["--maps-seed", "-1", *flags, "0"]) == 2
     assert "--maps-seed must be 0 or more" in capsys.readouterr().err
+    assert compare.main(["--maps-seed", "2", *flags, "0"]) == 2
+    assert "--maps-seed 2: the study has seeds 0..1" in capsys.readouterr().err
     for name in ("seed1_erf.png", "seed1_gradcam.png"):
         (tmp_path / name).write_bytes(b"png")
     assert compare.main(["--report-only", "--out", str(tmp_path)]) == 0
