@@ -17,7 +17,9 @@ plus --data, the caps --train-per-class / --val-per-class and any training flags
 control, then the other seeds.
 
 Resumable: run it again with the same settings and it skips the complete runs, resumes an
-unfinished one from its checkpoint_latest (--resume) and starts the missing ones. --seeds and
+unfinished one from its checkpoint_latest (--resume) and starts the missing ones. A clone holds
+the logs but no weights: a PyTorch init.pth that a run still needs is drawn again from its
+--seed (a one-batch run, kept only if its first logged step equals the logged run's). --seeds and
 --epochs may grow between invocations; --data, the caps and the training flags are kept in
 study.json and must stay the same. A stop signal (Ctrl-C, SIGTERM, SIGHUP) reaches the running
 training process, which saves a resumable checkpoint; the study then writes its report of what

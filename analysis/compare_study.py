@@ -22,6 +22,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,9 +80,12 @@ class Run:
     @property
     def init(self) -> str | None:
         """The --init file, relative to the study root (None: the seed's own weights)."""
-        return {"torch": None, "jittor": f"seed{self.seed}/torch/init.pth", "ulp": ULP_INIT}[
-            self.role
-        ]
+        return {"torch": None, "jittor": self.init_source, "ulp": ULP_INIT}[self.role]
+
+    @property
+    def init_source(self) -> str:
+        """The seed's PyTorch init.pth: the --init file, or what it is made from."""
+        return f"seed{self.seed}/torch/init.pth"
 
 
 def plan(seeds: int) -> list[Run]:
@@ -290,9 +294,59 @@ def announce(line: str) -> None:
     print(line, flush=True)
 
 
+def restore_init(
+    root: Path, seed: int, settings: StudySettings, runner: ChildRunner, say: Callable[[str], None]
+) -> None:
+    """Write seed<s>/torch/init.pth again when it is gone but its run is logged (a new checkout
+    holds the logs, not the weights): ``--seed`` draws the same initial weights, so a one-batch
+    PyTorch run writes them; its first logged step must equal the logged run's, or nothing is
+    kept."""
+    source = Run("torch", seed)
+    scratch = root / f"seed{seed}" / "init_restore"
+    argv = command(source, root, settings, resume=False)
+    argv += ["--epochs", "1", "--max-batches", "1", "--out", str(scratch)]  # last ones win
+    say(f"compare: seed {seed}'s init.pth is not here: drawing it again ({scratch})")
+    shutil.rmtree(scratch, ignore_errors=True)  # what a stopped earlier attempt left
+    code = runner.run(argv)
+    if code != 0 or runner.received is not None:
+        raise _stopped(source, code, runner.received)
+    first = [_first_step(root / source.name / "steps.csv"), _first_step(scratch / "steps.csv")]
+    if first[0] is None or first[0] != first[1]:
+        shutil.rmtree(scratch)
+        raise UsageError(
+            f"compare: the redrawn init of seed {seed} starts with the step {first[1]}, the logged "
+            f"run with {first[0]}; train {source.name} again (delete its folder) to continue"
+        )
+    os.replace(scratch / "init.pth", root / source.name / "init.pth")
+    shutil.rmtree(scratch)
+
+
+def _first_step(steps: Path) -> str | None:
+    """The first data line of a steps.csv (None when there is none)."""
+    try:
+        lines = steps.read_text().splitlines()
+    except OSError:
+        return None
+    return lines[1] if len(lines) > 1 else None
+
+
+def _ensure_init(
+    root: Path, run: Run, settings: StudySettings, runner: ChildRunner, say: Callable[[str], None]
+) -> None:
+    """The run's --init file: the ulp-shifted init is made from seed 0's init.pth, and an
+    init.pth this checkout lacks is drawn again (``restore_init``)."""
+    if (root / run.init).is_file():
+        return
+    if not (root / run.init_source).is_file():
+        restore_init(root, run.seed, settings, runner, say)
+    if run.role == "ulp":
+        write_ulp_init(root / run.init_source, root / ULP_INIT)
+        say(f"compare: wrote {root / ULP_INIT} (seed 0's init.pth + one ulp)")
+
+
 def run_study(root: Path, settings: StudySettings, say: Callable[[str], None] = announce) -> None:
     """Train every run of the plan that is not complete, one after the other, resuming the
-    unfinished ones; the ulp-shifted init is made once seed 0's PyTorch init.pth exists."""
+    unfinished ones; a run that starts from an --init file gets it made first if need be."""
     runs = plan(settings.seeds)
     with ChildRunner() as runner:
         for i, run in enumerate(runs, 1):
@@ -301,9 +355,8 @@ def run_study(root: Path, settings: StudySettings, say: Callable[[str], None] = 
             if status.state == "complete":
                 say(f"{tag}: complete ({_epochs(status.epochs_done)}), skipped")
                 continue
-            if run.role == "ulp" and not (root / ULP_INIT).is_file():
-                write_ulp_init(root / "seed0/torch/init.pth", root / ULP_INIT)
-                say(f"compare: wrote {root / ULP_INIT} (seed 0's init.pth + one ulp)")
+            if run.init is not None and not status.resumable:
+                _ensure_init(root, run, settings, runner, say)
             resume = status.resumable
             start = f"resuming after epoch {status.epochs_done}" if resume else "starting"
             say(f"{tag}: {start}, {_epochs(settings.epochs)} -> {root / run.name}")

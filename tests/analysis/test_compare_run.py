@@ -1,11 +1,13 @@
 """A quick alignment study end to end on the generated dataset (compare.py as a user runs it):
 2 seeds of 2 epochs on 8 + 4 images per class. Stopped by SIGTERM in its first run, it saves,
 writes a partial report and exits 143; run again it resumes that run and trains the rest, draws
-seed 0's ERF and Grad-CAM and the report; a third time it trains nothing."""
+seed 0's ERF and Grad-CAM and the report; a third time it trains nothing; without seed 1's
+Jittor run and init.pth (as in a new checkout) it draws that init again and retrains the run."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,3 +81,14 @@ def test_quick_study_stops_resumes_and_skips(tmp_path: Path) -> None:
     assert third.returncode == 0, third.stdout + third.stderr
     assert third.stdout.count("skipped") == 5 and "figures are up to date" in third.stdout
     assert {log: log.stat().st_mtime_ns for log in logs} == written
+
+    # A new checkout: the logs without the weights. Seed 1's Jittor run must start again, and
+    # its init.pth is drawn again from --seed 1 (checked against the logged first step).
+    shutil.rmtree(out / "seed1/jittor")
+    (out / "seed1/torch/init.pth").unlink()
+    fourth = _run(_argv(out))
+    assert fourth.returncode == 0, fourth.stdout + fourth.stderr
+    assert "seed 1's init.pth is not here: drawing it again" in fourth.stdout
+    assert (out / "seed1/torch/init.pth").is_file() and not (out / "seed1/init_restore").exists()
+    steps = [(out / f"seed1/{f}/steps.csv").read_text().split()[1] for f in ("torch", "jittor")]
+    assert steps[0] == steps[1]  # the same first step: the same initial weights

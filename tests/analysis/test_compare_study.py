@@ -25,6 +25,7 @@ from analysis.compare_study import (
     command,
     load_settings,
     plan,
+    restore_init,
     run_status,
     save_settings,
     ulp_shift,
@@ -189,3 +190,43 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert compare.main([*out, "--", "--workers", "2"]) == 2
     assert "holds a study with other settings" in capsys.readouterr().err
     assert not (tmp_path / "study/seed0/jittor").exists()  # nothing was started
+
+
+class _FakeTorchRun:
+    """Stands in for the ChildRunner: 'trains' by writing the --out folder's init.pth and a
+    steps.csv whose first step is ``first``."""
+
+    received = None
+
+    def __init__(self, first: str) -> None:
+        self.first, self.argv = first, []
+
+    def run(self, argv: list[str]) -> int:
+        self.argv = argv
+        out = Path(argv[len(argv) - 1 - argv[::-1].index("--out") + 1])  # the last --out
+        out.mkdir(parents=True)
+        (out / "init.pth").write_bytes(b"weights")
+        (out / "steps.csv").write_text(f"epoch,step,loss\n{self.first}\n")
+        return 0
+
+
+def test_a_missing_init_is_drawn_again_and_checked(tmp_path: Path) -> None:
+    logged = tmp_path / "seed1/torch"
+    logged.mkdir(parents=True)
+    (logged / "steps.csv").write_text("epoch,step,loss\n1,1,4.22399\n1,2,4.13264\n")
+    settings = StudySettings(None, 20, 2, ["--workers", "0"])
+    lines: list[str] = []
+    runner = _FakeTorchRun("1,1,4.22399")
+    restore_init(tmp_path, 1, settings, runner, lines.append)
+    assert (logged / "init.pth").read_bytes() == b"weights"
+    assert not (tmp_path / "seed1/init_restore").exists()
+    assert runner.argv[runner.argv.index("--seed") + 1] == "1"
+    assert runner.argv[-6:] == ["--epochs", "1", "--max-batches", "1", "--out",
+                                str(tmp_path / "seed1/init_restore")]  # fmt: skip
+    assert "seed 1's init.pth is not here: drawing it again" in lines[0]
+
+    (logged / "init.pth").unlink()
+    with pytest.raises(UsageError, match="starts with the step 1,1,4.5, the logged run with 1,1,4"):
+        restore_init(tmp_path, 1, settings, _FakeTorchRun("1,1,4.5"), lines.append)
+    assert not (logged / "init.pth").exists()  # a different init is not kept
+    assert not (tmp_path / "seed1/init_restore").exists()
