@@ -117,9 +117,9 @@ def _report(root: Path, settings: StudySettings) -> None:
 def _maps(
     args: argparse.Namespace, root: Path, settings: StudySettings, backends: BackendClasses
 ) -> None:
-    seed = args.maps_seed
     if args.no_maps:
         return
+    seed = args.maps_seed
     pair = [run_status(root, Run(f, seed), settings.epochs) for f in ("torch", "jittor")]
     if any(s.state != "complete" for s in pair):
         return

@@ -82,14 +82,15 @@ class StudyData:
 
 def collect(root: Path, settings: StudySettings) -> StudyData:
     """Read every run's log.csv under the study folder ``root``."""
-    statuses, curves, machines = {}, {}, {}
+    statuses, curves, configs = {}, {}, {}
     for run in plan(settings.seeds):
         statuses[run] = status_of(root, run, settings.epochs)
         rows = read_log(root / run.name / "log.csv")
         curves[run] = {m: epochs_of(rows, m, settings.epochs) for m in METRICS}
-        machines[run] = _machine(_config(root, run))
-    model = _config(root, Run("torch", 0)).get("model")
+        configs[run] = _config(root, run)
+    model = configs[Run("torch", 0)].get("model")
     model_name = f"overlock_{model}" if isinstance(model, str) else None
+    machines = {run: _machine(config) for run, config in configs.items()}
     return StudyData(settings, statuses, curves, model_name, machines)
 
 

@@ -310,15 +310,17 @@ def restore_init(
     code = runner.run(argv)
     if code != 0 or runner.received is not None:
         raise _stopped(source, code, runner.received)
-    first = [_first_step(root / source.name / "steps.csv"), _first_step(scratch / "steps.csv")]
-    if first[0] is None or first[0] != first[1]:
-        shutil.rmtree(scratch)
-        raise UsageError(
-            f"compare: the redrawn init of seed {seed} starts with the step {first[1]}, the logged "
-            f"run with {first[0]}; train {source.name} again (delete its folder) to continue"
-        )
-    os.replace(scratch / "init.pth", root / source.name / "init.pth")
-    shutil.rmtree(scratch)
+    try:
+        logged, redrawn = (_first_step(d / "steps.csv") for d in (root / source.name, scratch))
+        if logged is None or logged != redrawn:
+            raise UsageError(
+                f"compare: the redrawn init of seed {seed} starts with the step {redrawn}, the "
+                f"logged run with {logged}; train {source.name} again (delete its folder) to "
+                "continue"
+            )
+        os.replace(scratch / "init.pth", root / source.name / "init.pth")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _first_step(steps: Path) -> str | None:
